@@ -382,4 +382,3 @@ func (s *Sender) Blocked() (limit uint64, send bool) {
 	s.blockedSent = true
 	return s.max, true
 }
-
