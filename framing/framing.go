@@ -218,7 +218,7 @@ func truncated(err error) error {
 }
 
 // allowedFlags lists the flag bits each known type may carry.
-var allowedFlags = [...]Flags{TypeData: FlagFIN, TypePing: FlagACK}
+var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN, TypePing: FlagACK}
 
 func (h Header) check() error {
 	if !h.Type.Known() {
