@@ -136,6 +136,10 @@ type Frame struct {
 	Data []byte
 	// Offset is WINDOW_UPDATE's maximum offset, or BLOCKED's limit.
 	Offset uint64
+	// Consumed is WINDOW_UPDATE's count of bytes the receiving application
+	// has read, so that the sender can see its consumer's lag and learn
+	// when everything it sent has been consumed.
+	Consumed uint64
 	// ErrorCode is the code of RESET, STOP_SENDING and GOAWAY.
 	ErrorCode ErrorCode
 	// LastStreamID is GOAWAY's last peer-initiated stream the sender processes.
@@ -257,7 +261,10 @@ func DecodePayload(f *Frame, h Header, payload []byte) error {
 	switch h.Type {
 	case TypeData:
 		return fmt.Errorf("%w: DATA payload is read by the caller", ErrMalformed)
-	case TypeWindowUpdate, TypeBlocked:
+	case TypeWindowUpdate:
+		f.Offset = p.varint()
+		f.Consumed = p.varint()
+	case TypeBlocked:
 		f.Offset = p.varint()
 	case TypeReset, TypeStopSending:
 		f.ErrorCode = ErrorCode(p.varint())
@@ -339,7 +346,10 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 	switch h.Type {
 	case TypeData:
 		payload = f.Data
-	case TypeWindowUpdate, TypeBlocked:
+	case TypeWindowUpdate:
+		payload = appendVarint(payload, f.Offset)
+		payload = appendVarint(payload, f.Consumed)
+	case TypeBlocked:
 		payload = appendVarint(payload, f.Offset)
 	case TypeReset, TypeStopSending:
 		payload = appendVarint(payload, uint64(f.ErrorCode))
@@ -366,7 +376,7 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 
 func hasOversized(f *Frame) bool {
 	s := f.Settings
-	return max(f.Offset, uint64(f.ErrorCode), f.LastStreamID, s.InitialWindow, s.MaxFramePayload, s.MaxStreams) > MaxVarint
+	return max(f.Offset, f.Consumed, uint64(f.ErrorCode), f.LastStreamID, s.InitialWindow, s.MaxFramePayload, s.MaxStreams) > MaxVarint
 }
 
 // appendVarint is quicvarint.Append clamped to the encodable range; the
