@@ -1,0 +1,102 @@
+// Package transport binds the bp/1 protocol to real connections.
+//
+// [Conn] is the small interface package mux needs from a connection: a
+// control lane in each direction and any number of bidirectional lanes, one
+// per logical stream, each an independent ordered byte stream so that loss
+// or a stall on one lane never delays another. The QUIC binding (quic-go)
+// lives in this package; bindings for other transports implement the same
+// interface without touching mux.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// ALPN is the TLS application protocol of bp/1.
+const ALPN = "bp/1"
+
+// Conn is one transport connection carrying one bp/1 session.
+//
+// All methods are safe for concurrent use. When the connection closes,
+// every blocked call returns an error, and errors caused by the peer closing
+// the connection with an application code are *ApplicationError.
+type Conn interface {
+	// OpenControl opens this endpoint's control lane, a unidirectional
+	// stream to the peer.
+	OpenControl(ctx context.Context) (SendLane, error)
+	// AcceptControl waits for the peer's control lane.
+	AcceptControl(ctx context.Context) (io.Reader, error)
+	// OpenLane opens a new bidirectional lane, waiting while the peer's
+	// limit on concurrent lanes is reached.
+	OpenLane(ctx context.Context) (Lane, error)
+	// AcceptLane waits for the next lane the peer opens.
+	AcceptLane(ctx context.Context) (Lane, error)
+	// CloseWithError closes the connection with a bp/1 error code.
+	CloseWithError(code uint64, reason string) error
+	// Done is closed when the connection is closed, for any reason.
+	Done() <-chan struct{}
+	// RTT returns the smoothed round-trip time, or 0 before a sample.
+	RTT() time.Duration
+	// LocalAddr returns the local network address.
+	LocalAddr() net.Addr
+	// RemoteAddr returns the peer's network address.
+	RemoteAddr() net.Addr
+	// IsClient reports whether this endpoint dialled the connection.
+	IsClient() bool
+}
+
+// SendLane is the sending half of a lane.
+type SendLane interface {
+	io.Writer
+	// CloseWrite ends the lane's sending direction gracefully.
+	CloseWrite() error
+	// CancelWrite abandons the sending direction with an error code.
+	CancelWrite(code uint64)
+}
+
+// Lane is a bidirectional, ordered, reliable byte stream.
+type Lane interface {
+	io.Reader
+	SendLane
+	// CancelRead tells the peer to stop sending on the lane.
+	CancelRead(code uint64)
+}
+
+// Listener accepts connections.
+type Listener interface {
+	// Accept waits for the next connection.
+	Accept(ctx context.Context) (Conn, error)
+	// Close stops listening. Connections already accepted stay open.
+	Close() error
+	// Addr returns the address the listener is bound to.
+	Addr() net.Addr
+}
+
+// ApplicationError is a connection closed with a bp/1 error code, by the
+// peer (Remote) or by this endpoint.
+type ApplicationError struct {
+	Code   uint64
+	Remote bool
+	Reason string
+}
+
+func (e *ApplicationError) Error() string {
+	who := "local"
+	if e.Remote {
+		who = "peer"
+	}
+	if e.Reason == "" {
+		return fmt.Sprintf("connection closed by %s with code 0x%x", who, e.Code)
+	}
+	return fmt.Sprintf("connection closed by %s with code 0x%x: %s", who, e.Code, e.Reason)
+}
+
+// ErrConnClosed is returned (wrapped) by lanes of a connection that closed
+// without an application error code: an idle timeout, a handshake failure,
+// a transport error.
+var ErrConnClosed = errors.New("transport: connection closed")
