@@ -196,7 +196,7 @@ func TestPayloadErrors(t *testing.T) {
 		{"WINDOW_UPDATE empty", framing.TypeWindowUpdate, 1, nil},
 		{"WINDOW_UPDATE without Consumed", framing.TypeWindowUpdate, 1, v(5)},
 		{"WINDOW_UPDATE trailing", framing.TypeWindowUpdate, 1, cat(v(5), v(0), []byte{0})},
-		{"WINDOW_UPDATE truncated Consumed", framing.TypeWindowUpdate, 1, cat(v(5), v(1<<20)[:3])},
+		{"WINDOW_UPDATE truncated Consumed", framing.TypeWindowUpdate, 1, cat(v(5), v(1 << 20)[:3])},
 		{"WINDOW_UPDATE truncated 8-byte varint", framing.TypeWindowUpdate, 1, v(maxV)[:7]},
 		{"BLOCKED empty", framing.TypeBlocked, 1, nil},
 		{"BLOCKED trailing", framing.TypeBlocked, 1, cat(v(5), v(5))},
