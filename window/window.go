@@ -212,7 +212,11 @@ func (r *Receiver) OnConsumed(n uint64, now time.Time) (limit uint64, ok bool) {
 	}
 	r.consumed += n
 	r.lastRead = now
-	if r.consumed+r.window-r.limit < r.window/UpdateFraction {
+	// After an idle shrink, limit-consumed can exceed the window: then
+	// consumed+window <= limit and there is nothing to grant yet. Testing
+	// that first keeps the subtraction from wrapping, which would grant a
+	// limit below the one the peer already holds.
+	if due := r.consumed + r.window; due <= r.limit || due-r.limit < r.window/UpdateFraction {
 		r.rebalance()
 		return 0, false
 	}
