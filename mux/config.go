@@ -1,0 +1,99 @@
+package mux
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/bpmux/bp/framing"
+)
+
+// Protocol defaults (SPEC.md, "SETTINGS"): what a peer may assume before it
+// has seen this endpoint's SETTINGS.
+const (
+	// DefaultInitialWindow is the protocol's default and minimum
+	// SETTINGS_INITIAL_WINDOW.
+	DefaultInitialWindow = 16 << 10
+	// DefaultMaxFramePayload is the protocol's default and minimum
+	// SETTINGS_MAX_FRAME_PAYLOAD.
+	DefaultMaxFramePayload = 16 << 10
+	// DefaultMaxStreams is the protocol's default SETTINGS_MAX_STREAMS.
+	DefaultMaxStreams = 256
+)
+
+// Config tunes a session. The zero value is ready to use: every zero field
+// takes the default given in its comment.
+type Config struct {
+	// InitialWindow is the receive window every stream starts with, and
+	// the floor an idle stream shrinks back to. Default 128 KiB; at least
+	// DefaultInitialWindow.
+	InitialWindow uint64
+	// MaxWindow is the largest a stream's receive window may auto-tune to.
+	// Default 16 MiB. Set it equal to InitialWindow for a fixed window.
+	MaxWindow uint64
+	// SessionBudget bounds the sum of all streams' receive buffering (and
+	// the credit that could fill it). Default 64 MiB.
+	SessionBudget uint64
+	// MaxStreams is how many concurrent streams the peer may open. Default
+	// DefaultMaxStreams.
+	MaxStreams int
+	// MaxFramePayload is the largest DATA payload this endpoint accepts.
+	// Default 64 KiB.
+	MaxFramePayload uint64
+	// KeepAliveInterval is how often an idle session sends a PING.
+	// Default 15 s; negative disables keepalive.
+	KeepAliveInterval time.Duration
+	// KeepAliveTimeout closes the session when a PING goes unanswered
+	// this long. Default 30 s.
+	KeepAliveTimeout time.Duration
+	// IdleShrinkAfter is how long a stream with unread data may go without
+	// a read before its window shrinks back to InitialWindow. Default 1 s;
+	// negative disables.
+	IdleShrinkAfter time.Duration
+	// MaxUselessFramesPerSecond bounds frames that do no work (PINGs,
+	// empty DATA, WINDOW_UPDATEs that raise nothing, stale BLOCKEDs,
+	// unknown types, streams reset before they were accepted). A peer
+	// exceeding it is closed with ENHANCE_YOUR_CALM. Default 1000.
+	MaxUselessFramesPerSecond int
+	// OnEvent, if set, is called for every flow-control event of every
+	// stream. It is called synchronously from the goroutine that caused
+	// the event, with no lock held; it must be quick.
+	OnEvent func(Event)
+	// Now returns the current time; default time.Now. Tests may inject a
+	// clock: it stamps events and drives window auto-tuning.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() (Config, error) {
+	setDefault(&c.InitialWindow, 128<<10)
+	setDefault(&c.MaxWindow, max(16<<20, c.InitialWindow))
+	setDefault(&c.SessionBudget, 64<<20)
+	setDefault(&c.MaxStreams, DefaultMaxStreams)
+	setDefault(&c.MaxFramePayload, 64<<10)
+	setDefault(&c.KeepAliveInterval, 15*time.Second)
+	setDefault(&c.KeepAliveTimeout, 30*time.Second)
+	setDefault(&c.IdleShrinkAfter, time.Second)
+	setDefault(&c.MaxUselessFramesPerSecond, 1000)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	switch {
+	case c.InitialWindow < DefaultInitialWindow || c.InitialWindow > framing.MaxVarint:
+		return c, fmt.Errorf("mux: InitialWindow %d is below the protocol minimum %d", c.InitialWindow, DefaultInitialWindow)
+	case c.MaxWindow < c.InitialWindow || c.MaxWindow > framing.MaxVarint:
+		return c, fmt.Errorf("mux: MaxWindow %d is below InitialWindow %d", c.MaxWindow, c.InitialWindow)
+	case c.SessionBudget < c.InitialWindow:
+		return c, fmt.Errorf("mux: SessionBudget %d cannot hold one InitialWindow %d", c.SessionBudget, c.InitialWindow)
+	case c.MaxFramePayload < DefaultMaxFramePayload || c.MaxFramePayload > framing.MaxDataPayload:
+		return c, fmt.Errorf("mux: MaxFramePayload %d outside [%d, %d]", c.MaxFramePayload, DefaultMaxFramePayload, framing.MaxDataPayload)
+	case c.MaxStreams < 0:
+		return c, fmt.Errorf("mux: MaxStreams %d is negative", c.MaxStreams)
+	}
+	return c, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}

@@ -1,0 +1,725 @@
+// Package mux runs bp/1 sessions: many logical streams over one transport
+// connection, each with an application-level receive window in each
+// direction, so that a slow reader stalls its writer end to end and every
+// buffer on the way is bounded.
+//
+// A Session is made from a transport.Conn with New. Streams are opened
+// with Open and accepted with Accept; each is a net.Conn whose Read returns
+// credit to the peer as the application consumes data. SPEC.md describes
+// the wire protocol.
+package mux
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/transport"
+	"github.com/bpmux/bp/window"
+)
+
+// laneReadBuffer is the read buffer of each lane: enough for frame headers
+// and control frames; DATA payloads bypass it into the stream's buffer.
+const laneReadBuffer = 512
+
+// Session is one bp/1 session over a transport connection.
+//
+// A session owns these goroutines, all of which end when it closes: one
+// reading the peer's control lane, one writing this side's control lane,
+// one accepting the peer's lanes, one for timers (keepalive, idle windows,
+// rate limits), and one reader per stream lane, which ends when the lane
+// ends. Their number is bounded by MaxStreams plus the peer's limit.
+type Session struct {
+	conn   transport.Conn
+	cfg    Config
+	client bool
+	budget *window.Budget
+
+	ctx    context.Context // done when the session closes
+	cancel context.CancelFunc
+	done   <-chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error // set before done is closed
+	wg        sync.WaitGroup
+
+	accept    chan *Stream  // peer streams not yet accepted; cap MaxStreams
+	ctlSignal chan struct{} // wakes the control writer
+	idle      chan struct{} // signalled when the last stream is removed
+
+	peerInitial  atomic.Uint64 // peer's SETTINGS_INITIAL_WINDOW
+	peerMaxFrame atomic.Uint64 // peer's SETTINGS_MAX_FRAME_PAYLOAD
+	uselessCount atomic.Int64  // frames that did no work, this second
+	pingRTT      atomic.Int64  // RTT measured by PING, in ns
+	stats        struct {
+		bytesSent, bytesReceived      atomic.Uint64
+		updatesSent, updatesReceived  atomic.Uint64
+		stalls, pingsSent, pingsRecvd atomic.Uint64
+		opened, accepted, refused     atomic.Uint64
+	}
+
+	mu           sync.Mutex // guards the fields below
+	streams      map[uint64]*Stream
+	nextID       uint64
+	peerOpen     int // open streams the peer opened, against MaxStreams
+	settingsSeen bool
+	goAwaySent   bool
+	goAwayLast   uint64 // highest peer stream ID processed after GOAWAY
+	lastPeerID   uint64
+	goAwayRecvd  bool
+	// Control frames waiting for the control writer: at most one of each,
+	// so nothing the peer does can grow a queue of answers.
+	pendPingAck bool
+	pingAckData [framing.PingDataLen]byte
+	pendPing    bool
+	pingData    [framing.PingDataLen]byte
+	pingSentAt  time.Time
+	pingWaiting bool
+	pendGoAway  bool
+	goAwayCode  framing.ErrorCode
+}
+
+// New starts a session over conn. Whether this side is the client (odd
+// stream IDs) is conn.IsClient(). cfg may be nil for the defaults.
+func New(conn transport.Conn, cfg *Config) (*Session, error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c, err := c.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sess := &Session{
+		conn:      conn,
+		cfg:       c,
+		client:    conn.IsClient(),
+		budget:    window.NewBudget(c.SessionBudget),
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      ctx.Done(),
+		accept:    make(chan *Stream, c.MaxStreams),
+		ctlSignal: make(chan struct{}, 1),
+		idle:      make(chan struct{}, 1),
+		streams:   make(map[uint64]*Stream),
+		nextID:    2,
+	}
+	if sess.client {
+		sess.nextID = 1
+	}
+	sess.peerInitial.Store(DefaultInitialWindow)
+	sess.peerMaxFrame.Store(DefaultMaxFramePayload)
+	sess.goroutine(sess.controlWriter)
+	sess.goroutine(sess.controlReader)
+	sess.goroutine(sess.acceptLanes)
+	sess.goroutine(sess.housekeeping)
+	go func() { // when the transport dies on its own, the session ends too
+		select {
+		case <-conn.Done():
+			sess.fail(fmt.Errorf("%w", transport.ErrConnClosed))
+		case <-sess.done:
+		}
+	}()
+	return sess, nil
+}
+
+func (sess *Session) goroutine(f func()) {
+	sess.wg.Add(1)
+	go func() {
+		defer sess.wg.Done()
+		f()
+	}()
+}
+
+// Open opens a new stream. It waits while the transport's stream limit is
+// reached, until ctx is done.
+func (sess *Session) Open(ctx context.Context) (*Stream, error) {
+	sess.mu.Lock()
+	switch {
+	case sess.isClosed():
+		sess.mu.Unlock()
+		return nil, sess.err()
+	case sess.goAwayRecvd:
+		sess.mu.Unlock()
+		return nil, ErrGoAway
+	}
+	id := sess.nextID
+	sess.nextID += 2
+	sess.mu.Unlock()
+
+	recv, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
+	if err != nil {
+		return nil, fmt.Errorf("mux: open: %w", err)
+	}
+	lane, err := sess.conn.OpenLane(ctx)
+	if err != nil {
+		recv.Close()
+		if sess.isClosed() {
+			return nil, sess.err()
+		}
+		return nil, fmt.Errorf("mux: open: %w", err)
+	}
+	s := newStream(sess, id, lane, recv, sess.peerInitial.Load())
+	s.accepted = true
+	sess.mu.Lock()
+	if sess.isClosed() {
+		sess.mu.Unlock()
+		recv.Close()
+		lane.CancelWrite(uint64(framing.Cancel))
+		return nil, sess.err()
+	}
+	sess.streams[id] = s
+	sess.mu.Unlock()
+	sess.stats.opened.Add(1)
+
+	// The opening frame makes the stream known to the peer at once.
+	s.laneMu.Lock()
+	_, err = lane.Write(framing.AppendDataHeader(s.hdr[:0], id, 0, false))
+	s.laneMu.Unlock()
+	if err != nil {
+		s.laneFailed(sess.laneError(err))
+		return nil, fmt.Errorf("mux: open: %w", sess.laneError(err))
+	}
+	sess.goroutine(func() { s.readLoop(bufio.NewReaderSize(lane, laneReadBuffer), nil) })
+	return s, nil
+}
+
+// Accept waits for the next stream the peer opens.
+func (sess *Session) Accept(ctx context.Context) (*Stream, error) {
+	select {
+	case s := <-sess.accept:
+		s.mu.Lock()
+		s.accepted = true
+		s.mu.Unlock()
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-sess.done:
+		return nil, sess.err()
+	}
+}
+
+// GoAway tells the peer that this side accepts no new streams; streams in
+// progress go on. Peer streams opened after it are refused.
+func (sess *Session) GoAway(code framing.ErrorCode) {
+	sess.mu.Lock()
+	if !sess.goAwaySent {
+		sess.goAwaySent = true
+		sess.goAwayLast = sess.lastPeerID
+		sess.pendGoAway, sess.goAwayCode = true, code
+	}
+	sess.mu.Unlock()
+	signal(sess.ctlSignal)
+}
+
+// Shutdown closes the session gracefully: it sends GOAWAY, waits until
+// every stream has finished or ctx is done, then closes.
+func (sess *Session) Shutdown(ctx context.Context) error {
+	sess.GoAway(framing.NoError)
+	for {
+		sess.mu.Lock()
+		n := len(sess.streams)
+		sess.mu.Unlock()
+		if n == 0 {
+			return sess.Close()
+		}
+		select {
+		case <-sess.idle:
+		case <-ctx.Done():
+			sess.Close()
+			return ctx.Err()
+		case <-sess.done:
+			return sess.Close()
+		}
+	}
+}
+
+// Close closes the session at once with NO_ERROR: every blocked Read,
+// Write, Open and Accept returns an error matching ErrSessionClosed, and
+// the session's goroutines have ended when Close returns.
+func (sess *Session) Close() error {
+	sess.shutdown(&SessionError{Code: framing.NoError})
+	sess.wg.Wait()
+	return nil
+}
+
+// CloseWithError closes the session with a bp/1 error code.
+func (sess *Session) CloseWithError(code framing.ErrorCode, reason string) error {
+	var err error
+	if reason != "" {
+		err = errors.New(reason)
+	}
+	sess.shutdown(&SessionError{Code: code, Err: err})
+	sess.wg.Wait()
+	return nil
+}
+
+// Done is closed when the session has closed.
+func (sess *Session) Done() <-chan struct{} { return sess.done }
+
+// Err returns why the session closed, or nil while it is open.
+func (sess *Session) Err() error {
+	if !sess.isClosed() {
+		return nil
+	}
+	return sess.closeErr
+}
+
+func (sess *Session) isClosed() bool { return isClosed(sess.done) }
+
+// err is the error for operations on a closed session.
+func (sess *Session) err() error {
+	<-sess.done
+	return sess.closeErr
+}
+
+func (sess *Session) shutdown(e *SessionError) {
+	sess.closeOnce.Do(func() {
+		sess.closeErr = e
+		sess.cancel()
+		reason := ""
+		if e.Err != nil {
+			reason = e.Err.Error()
+		}
+		sess.conn.CloseWithError(uint64(e.Code), reason)
+	})
+}
+
+// fail closes the session because of err: a peer's close is recorded as
+// such; anything else closes with INTERNAL_ERROR unless it already is a
+// *SessionError.
+func (sess *Session) fail(err error) {
+	var se *SessionError
+	var ae *transport.ApplicationError
+	switch {
+	case errors.As(err, &se):
+		sess.shutdown(se)
+	case errors.As(err, &ae):
+		sess.shutdown(&SessionError{Code: framing.ErrorCode(ae.Code), Remote: ae.Remote, Err: err})
+	default:
+		sess.shutdown(&SessionError{Code: framing.InternalError, Err: err})
+	}
+}
+
+// protocolErr closes the session because the peer broke the protocol, and
+// returns the error.
+func (sess *Session) protocolErr(code framing.ErrorCode, err error) error {
+	se := &SessionError{Code: code, Err: err}
+	sess.shutdown(se)
+	return se
+}
+
+func (sess *Session) protocolError(code framing.ErrorCode, err error) {
+	sess.protocolErr(code, err)
+}
+
+// laneError turns a lane's write error into what a stream reports.
+func (sess *Session) laneError(err error) error {
+	if sess.isClosed() {
+		return sess.err()
+	}
+	var ae *transport.ApplicationError
+	if errors.As(err, &ae) {
+		sess.fail(err)
+		return sess.err()
+	}
+	return err
+}
+
+// useless counts a frame that did no work, and closes the session with
+// ENHANCE_YOUR_CALM when the peer sends too many of them.
+func (sess *Session) useless() error {
+	if sess.uselessCount.Add(1) > int64(sess.cfg.MaxUselessFramesPerSecond) {
+		return sess.protocolErr(framing.EnhanceYourCalm, fmt.Errorf("more than %d useless frames in a second", sess.cfg.MaxUselessFramesPerSecond))
+	}
+	return nil
+}
+
+func (sess *Session) windowConfig() window.Config {
+	idle := sess.cfg.IdleShrinkAfter
+	if idle < 0 {
+		idle = 0
+	}
+	return window.Config{Initial: sess.cfg.InitialWindow, Max: sess.cfg.MaxWindow, IdleAfter: idle}
+}
+
+func (sess *Session) rtt() time.Duration {
+	if r := sess.conn.RTT(); r > 0 {
+		return r
+	}
+	return time.Duration(sess.pingRTT.Load())
+}
+
+func (sess *Session) hasHook() bool { return sess.cfg.OnEvent != nil }
+
+func (sess *Session) emit(ev Event) {
+	if sess.cfg.OnEvent != nil {
+		sess.cfg.OnEvent(ev)
+	}
+}
+
+func (sess *Session) emitAll(evs []Event) {
+	for _, ev := range evs {
+		sess.emit(ev)
+	}
+}
+
+func (sess *Session) removeStream(s *Stream) {
+	sess.mu.Lock()
+	if sess.streams[s.id] == s {
+		delete(sess.streams, s.id)
+		if sess.isPeerID(s.id) {
+			sess.peerOpen--
+		}
+	}
+	empty := len(sess.streams) == 0
+	sess.mu.Unlock()
+	if empty {
+		signal(sess.idle)
+	}
+}
+
+func (sess *Session) isPeerID(id uint64) bool { return (id%2 == 1) != sess.client }
+
+// acceptLanes accepts the peer's lanes, each served by its own goroutine
+// until the lane ends. Their number is bounded by the transport's stream
+// limit, which is MaxStreams.
+func (sess *Session) acceptLanes() {
+	for {
+		lane, err := sess.conn.AcceptLane(sess.ctx)
+		if err != nil {
+			sess.fail(err)
+			return
+		}
+		sess.goroutine(func() { sess.serveLane(lane) })
+	}
+}
+
+// serveLane reads a peer lane's opening frame, admits or refuses the
+// stream, and then runs the stream's reader.
+func (sess *Session) serveLane(lane transport.Lane) {
+	br := bufio.NewReaderSize(lane, laneReadBuffer)
+	h, err := framing.ReadHeader(br)
+	if err != nil {
+		if !sess.isClosed() {
+			if errors.Is(err, framing.ErrMalformed) || errors.Is(err, framing.ErrFrameSize) {
+				sess.protocolError(codeFor(err), err)
+				return
+			}
+			lane.CancelRead(uint64(framing.ProtocolError))
+			lane.CancelWrite(uint64(framing.ProtocolError))
+		}
+		return
+	}
+	if !h.Type.Known() || !h.Type.IsStreamFrame() {
+		sess.protocolError(framing.ProtocolError, fmt.Errorf("lane opened with %v", h.Type))
+		return
+	}
+	s, err := sess.admit(h.StreamID, lane)
+	if err != nil {
+		sess.fail(err)
+		return
+	}
+	if s == nil {
+		sess.refuse(lane, h.StreamID)
+		return
+	}
+	s.readLoop(br, &h)
+}
+
+// admit registers a stream the peer opened, or returns nil to refuse it.
+func (sess *Session) admit(id uint64, lane transport.Lane) (*Stream, error) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	switch {
+	case sess.isClosed():
+		return nil, sess.closeErr
+	case !sess.isPeerID(id):
+		return nil, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d with this side's parity", id))
+	case sess.streams[id] != nil:
+		return nil, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d, which is already open", id))
+	}
+	sess.lastPeerID = max(sess.lastPeerID, id)
+	if (sess.goAwaySent && id > sess.goAwayLast) || sess.peerOpen >= sess.cfg.MaxStreams {
+		return nil, nil
+	}
+	recv, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
+	if err != nil {
+		return nil, nil // no budget for its floor: refused, never given zero credit
+	}
+	s := newStream(sess, id, lane, recv, sess.peerInitial.Load())
+	sess.streams[id] = s
+	sess.peerOpen++
+	sess.stats.accepted.Add(1)
+	sess.accept <- s // never blocks: at most MaxStreams peer streams exist
+	return s, nil
+}
+
+// refuse answers a peer stream with STOP_SENDING and RESET, both
+// REFUSED_STREAM, and abandons its lane.
+func (sess *Session) refuse(lane transport.Lane, id uint64) {
+	sess.stats.refused.Add(1)
+	var b [2 * (framing.MaxHeaderLen + 8)]byte
+	out := appendFrame(b[:0], &framing.Frame{Header: framing.Header{Type: framing.TypeStopSending, StreamID: id}, ErrorCode: framing.RefusedStream})
+	out = appendFrame(out, &framing.Frame{Header: framing.Header{Type: framing.TypeReset, StreamID: id}, ErrorCode: framing.RefusedStream})
+	lane.Write(out)
+	lane.CloseWrite()
+	lane.CancelRead(uint64(framing.RefusedStream))
+	sess.useless()
+}
+
+// controlWriter owns this side's control lane: SETTINGS first, then the
+// session frames queued in the pend* fields.
+func (sess *Session) controlWriter() {
+	ctl, err := sess.conn.OpenControl(sess.ctx)
+	if err != nil {
+		sess.fail(err)
+		return
+	}
+	b := make([]byte, 0, 256)
+	b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeSettings}, Settings: framing.Settings{
+		InitialWindow:   sess.cfg.InitialWindow,
+		MaxFramePayload: sess.cfg.MaxFramePayload,
+		MaxStreams:      uint64(sess.cfg.MaxStreams),
+	}})
+	for {
+		if len(b) > 0 {
+			if _, err := ctl.Write(b); err != nil {
+				sess.fail(err)
+				return
+			}
+		}
+		select {
+		case <-sess.ctlSignal:
+		case <-sess.done:
+			return
+		}
+		b = b[:0]
+		sess.mu.Lock()
+		if sess.pendPingAck {
+			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypePing, Flags: framing.FlagACK}, PingData: sess.pingAckData})
+			sess.pendPingAck = false
+		}
+		if sess.pendPing {
+			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypePing}, PingData: sess.pingData})
+			sess.pendPing = false
+			sess.stats.pingsSent.Add(1)
+		}
+		if sess.pendGoAway {
+			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeGoAway}, LastStreamID: sess.goAwayLast, ErrorCode: sess.goAwayCode})
+			sess.pendGoAway = false
+		}
+		sess.mu.Unlock()
+	}
+}
+
+// controlReader owns the peer's control lane.
+func (sess *Session) controlReader() {
+	r, err := sess.conn.AcceptControl(sess.ctx)
+	if err != nil {
+		sess.fail(err)
+		return
+	}
+	br := bufio.NewReaderSize(r, laneReadBuffer)
+	var payload [framing.MaxControlPayload]byte
+	var f framing.Frame
+	for first := true; ; first = false {
+		h, err := framing.ReadHeader(br)
+		if err == nil && h.Type.Known() && h.Type.IsStreamFrame() {
+			err = sess.protocolErr(framing.ProtocolError, fmt.Errorf("%v on the control lane", h.Type))
+		}
+		if err == nil {
+			_, err = io.ReadFull(br, payload[:h.Length])
+		}
+		if err != nil {
+			sess.controlEnded(err)
+			return
+		}
+		if !h.Type.Known() {
+			if sess.useless() != nil {
+				return
+			}
+			continue
+		}
+		if err := framing.DecodePayload(&f, h, payload[:h.Length]); err != nil {
+			sess.protocolError(codeFor(err), err)
+			return
+		}
+		if first != (f.Type == framing.TypeSettings) {
+			sess.protocolError(framing.SettingsError, fmt.Errorf("%v where SETTINGS must come first and once", f.Type))
+			return
+		}
+		if err := sess.onControl(&f); err != nil {
+			return
+		}
+	}
+}
+
+func (sess *Session) controlEnded(err error) {
+	if sess.isClosed() {
+		return
+	}
+	switch {
+	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
+		sess.protocolError(framing.ProtocolError, errors.New("peer ended its control lane"))
+	case errors.Is(err, framing.ErrMalformed) || errors.Is(err, framing.ErrFrameSize):
+		sess.protocolError(codeFor(err), err)
+	default:
+		sess.fail(err)
+	}
+}
+
+func (sess *Session) onControl(f *framing.Frame) error {
+	switch f.Type {
+	case framing.TypeSettings:
+		return sess.applySettings(f.Settings)
+	case framing.TypePing:
+		if f.Flags&framing.FlagACK != 0 {
+			sess.mu.Lock()
+			match := sess.pingWaiting && f.PingData == sess.pingData
+			if match {
+				sess.pingWaiting = false
+				sess.pingRTT.Store(int64(sess.cfg.Now().Sub(sess.pingSentAt)))
+			}
+			sess.mu.Unlock()
+			if !match {
+				return sess.useless()
+			}
+			return nil
+		}
+		sess.stats.pingsRecvd.Add(1)
+		if err := sess.useless(); err != nil {
+			return err
+		}
+		sess.mu.Lock()
+		sess.pendPingAck, sess.pingAckData = true, f.PingData
+		sess.mu.Unlock()
+		signal(sess.ctlSignal)
+	case framing.TypeGoAway:
+		sess.mu.Lock()
+		sess.goAwayRecvd = true
+		sess.mu.Unlock()
+	}
+	return nil
+}
+
+func (sess *Session) applySettings(st framing.Settings) error {
+	if st.InitialWindow != 0 && st.InitialWindow < DefaultInitialWindow {
+		return sess.protocolErr(framing.SettingsError, fmt.Errorf("SETTINGS_INITIAL_WINDOW %d below %d", st.InitialWindow, DefaultInitialWindow))
+	}
+	if st.MaxFramePayload != 0 && st.MaxFramePayload < DefaultMaxFramePayload {
+		return sess.protocolErr(framing.SettingsError, fmt.Errorf("SETTINGS_MAX_FRAME_PAYLOAD %d below %d", st.MaxFramePayload, DefaultMaxFramePayload))
+	}
+	if st.MaxFramePayload != 0 {
+		sess.peerMaxFrame.Store(st.MaxFramePayload)
+	}
+	if st.InitialWindow == 0 {
+		return nil
+	}
+	sess.peerInitial.Store(st.InitialWindow)
+	sess.mu.Lock()
+	streams := make([]*Stream, 0, len(sess.streams))
+	for _, s := range sess.streams {
+		streams = append(streams, s)
+	}
+	sess.mu.Unlock()
+	for _, s := range streams { // the initial window applies to streams already open
+		s.mu.Lock()
+		s.send.OnUpdate(st.InitialWindow)
+		s.mu.Unlock()
+		signal(s.writeReady)
+	}
+	return nil
+}
+
+// housekeeping runs the session's timers: the useless-frame rate limit,
+// idle window shrink, and keepalive.
+func (sess *Session) housekeeping() {
+	const period = time.Second
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var lastPing time.Time
+	var seq uint64
+	for {
+		select {
+		case <-t.C:
+		case <-sess.done:
+			return
+		}
+		sess.uselessCount.Store(0)
+		now := sess.cfg.Now()
+		sess.mu.Lock()
+		streams := make([]*Stream, 0, len(sess.streams))
+		for _, s := range sess.streams {
+			streams = append(streams, s)
+		}
+		timedOut := sess.pingWaiting && now.Sub(sess.pingSentAt) > sess.cfg.KeepAliveTimeout
+		sendPing := sess.cfg.KeepAliveInterval > 0 && !sess.pingWaiting && now.Sub(lastPing) >= sess.cfg.KeepAliveInterval
+		if sendPing {
+			seq++
+			binary.BigEndian.PutUint64(sess.pingData[:], seq)
+			sess.pendPing, sess.pingWaiting, sess.pingSentAt = true, true, now
+			lastPing = now
+		}
+		sess.mu.Unlock()
+		if timedOut && sess.cfg.KeepAliveInterval > 0 {
+			sess.protocolError(framing.KeepaliveTimeout, fmt.Errorf("no PING answer in %v", sess.cfg.KeepAliveTimeout))
+			return
+		}
+		if sendPing {
+			signal(sess.ctlSignal)
+		}
+		for _, s := range streams {
+			s.tick(now, 2*period)
+		}
+	}
+}
+
+// Stats returns a snapshot of the session's counters.
+func (sess *Session) Stats() SessionStats {
+	sess.mu.Lock()
+	n := len(sess.streams)
+	sess.mu.Unlock()
+	return SessionStats{
+		Streams:         n,
+		StreamsOpened:   sess.stats.opened.Load(),
+		StreamsAccepted: sess.stats.accepted.Load(),
+		StreamsRefused:  sess.stats.refused.Load(),
+		BudgetUsed:      sess.budget.Used(),
+		BudgetTotal:     sess.budget.Total(),
+		RTT:             sess.rtt(),
+		BytesSent:       sess.stats.bytesSent.Load(),
+		BytesReceived:   sess.stats.bytesReceived.Load(),
+		UpdatesSent:     sess.stats.updatesSent.Load(),
+		UpdatesReceived: sess.stats.updatesReceived.Load(),
+		Stalls:          sess.stats.stalls.Load(),
+		PingsSent:       sess.stats.pingsSent.Load(),
+		PingsReceived:   sess.stats.pingsRecvd.Load(),
+	}
+}
+
+// Streams returns the streams open now.
+func (sess *Session) Streams() []*Stream {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	out := make([]*Stream, 0, len(sess.streams))
+	for _, s := range sess.streams {
+		out = append(out, s)
+	}
+	return out
+}
+
+// LocalAddr returns the local network address.
+func (sess *Session) LocalAddr() net.Addr { return sess.conn.LocalAddr() }
+
+// RemoteAddr returns the peer's network address.
+func (sess *Session) RemoteAddr() net.Addr { return sess.conn.RemoteAddr() }
