@@ -6,13 +6,16 @@ import (
 )
 
 // deadline is a settable deadline whose wait channel is closed when it
-// passes, as in net.Pipe. A nil channel means no deadline: waiting on it
-// blocks forever. It allocates nothing until a deadline is set.
+// passes, as in net.Pipe. Waiters that took the channel before a change
+// are woken too: a deadline moved into the past closes the channel they
+// hold, and one moved into the future replaces only a closed channel.
 type deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
 	cancel chan struct{}
 }
+
+func makeDeadline() deadline { return deadline{cancel: make(chan struct{})} }
 
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
@@ -24,19 +27,21 @@ func (d *deadline) set(t time.Time) {
 	closed := isClosed(d.cancel)
 	if t.IsZero() {
 		if closed {
-			d.cancel = nil
+			d.cancel = make(chan struct{})
 		}
 		return
 	}
-	if d.cancel == nil || closed {
-		d.cancel = make(chan struct{})
-	}
 	if dur := time.Until(t); dur > 0 {
+		if closed {
+			d.cancel = make(chan struct{})
+		}
 		c := d.cancel
 		d.timer = time.AfterFunc(dur, func() { close(c) })
 		return
 	}
-	close(d.cancel)
+	if !closed {
+		close(d.cancel)
+	}
 }
 
 // wait returns a channel closed when the deadline passes.
@@ -50,9 +55,6 @@ func (d *deadline) wait() <-chan struct{} {
 func (d *deadline) expired() bool { return isClosed(d.wait()) }
 
 func isClosed[T any](c <-chan T) bool {
-	if c == nil {
-		return false
-	}
 	select {
 	case <-c:
 		return true

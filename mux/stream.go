@@ -91,15 +91,17 @@ type Stream struct {
 func newStream(sess *Session, id uint64, lane transport.Lane, recv *window.Receiver, peerInitial uint64) *Stream {
 	now := sess.cfg.Now()
 	return &Stream{
-		sess:         sess,
-		id:           id,
-		lane:         lane,
-		readReady:    make(chan struct{}, 1),
-		writeReady:   make(chan struct{}, 1),
-		recv:         recv,
-		send:         window.NewSender(peerInitial),
-		lastActive:   now,
-		consumedWait: make(chan struct{}),
+		sess:          sess,
+		id:            id,
+		lane:          lane,
+		readDeadline:  makeDeadline(),
+		writeDeadline: makeDeadline(),
+		readReady:     make(chan struct{}, 1),
+		writeReady:    make(chan struct{}, 1),
+		recv:          recv,
+		send:          window.NewSender(peerInitial),
+		lastActive:    now,
+		consumedWait:  make(chan struct{}),
 	}
 }
 
@@ -860,7 +862,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			return s.sess.useless()
 		}
 		oldWindow := s.recv.Window()
-		stale := f.Offset != s.recv.Limit()
+		unreached := f.Offset > s.recv.Received()
 		s.recv.SetRTT(s.sess.rtt())
 		_, grant := s.recv.OnBlocked(f.Offset, now)
 		if grant {
@@ -875,7 +877,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			}
 		}
 		s.mu.Unlock()
-		if stale {
+		if unreached {
 			if err := s.sess.useless(); err != nil {
 				return err
 			}

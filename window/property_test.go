@@ -505,14 +505,17 @@ func TestGrowthMayTakeNewStreamsHeadroom(t *testing.T) {
 // On an ordered transport such a BLOCKED is a lie, yet it lets a peer grow
 // every stream to Max (reserving budget) without sending a byte.
 func TestBlockedWithoutDataGrows(t *testing.T) {
+	// A BLOCKED for a limit the peer never reached is ignored: a peer
+	// cannot make the receiver reserve budget without sending data.
 	const floor = 64 * kib
 	b := NewBudget(mib)
 	cfg := Config{Initial: floor, Max: 8 * floor}
 	r := newReceiver(t, cfg, b, t0)
 	for i := 0; i < 10; i++ {
-		r.OnBlocked(r.Limit(), t0)
+		_, ok := r.OnBlocked(r.Limit(), t0)
+		require.False(t, ok)
 	}
 	require.Zero(t, r.Received())
-	require.Equal(t, uint64(8*floor), r.Window())
-	require.Equal(t, uint64(8*floor), r.Reserved())
+	require.Equal(t, uint64(floor), r.Window())
+	require.Equal(t, uint64(floor), r.Reserved())
 }

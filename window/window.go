@@ -224,15 +224,23 @@ func (r *Receiver) OnConsumed(n uint64, now time.Time) (limit uint64, ok bool) {
 	return r.grant()
 }
 
-// OnBlocked handles the peer's BLOCKED at limit. If the application keeps
-// up (at most a quarter of the window is unread), the window, not the
-// reader, is what limits throughput, and the window grows. The returned
-// limit should be sent at once when ok.
+// OnBlocked handles the peer's BLOCKED at limit, which tells that the
+// sender had data but no credit once it reached limit. Lanes are ordered,
+// so all data up to limit has arrived before the BLOCKED; a BLOCKED for a
+// limit the peer never reached is ignored, so a peer cannot inflate
+// windows without sending data.
+//
+// A BLOCKED below the current limit means the sender ran dry before the
+// last WINDOW_UPDATE reached it: if the application keeps up (at most a
+// quarter of the window unread), the window, not the reader, limits
+// throughput, and the window grows. Either way, whatever the reader has
+// freed is granted at once, below the usual threshold, since the sender
+// is waiting. The returned limit should be sent at once when ok.
 func (r *Receiver) OnBlocked(limit uint64, now time.Time) (uint64, bool) {
-	if limit != r.limit {
-		return 0, false // stale: an update is already on its way
+	if limit > r.received {
+		return 0, false
 	}
-	if r.Buffered() <= r.window/UpdateFraction {
+	if limit < r.limit && r.Buffered() <= r.window/UpdateFraction {
 		r.grow(now)
 	}
 	if r.consumed+r.window <= r.limit {

@@ -338,56 +338,64 @@ func TestAutoTuneEpochFromCreation(t *testing.T) {
 
 func TestOnBlocked(t *testing.T) {
 	const initial = 64 * kib
+	// advance receives and reads a whole initial window, so that the
+	// receiver grants a second one: a BLOCKED at initial is then stale.
+	advance := func(t *testing.T, r *Receiver) {
+		require.NoError(t, r.OnData(initial))
+		_, ok := r.OnConsumed(initial, t0.Add(ms(100))) // slow: no growth
+		require.True(t, ok)
+		require.Equal(t, uint64(2*initial), r.Limit())
+	}
 	tests := []struct {
 		name      string
 		max       uint64
 		total     uint64
-		received  uint64
-		consumed  uint64
-		blockedAt func(r *Receiver) uint64
+		setup     func(t *testing.T, r *Receiver)
+		blockedAt uint64
 		wantOK    bool
 		wantLimit uint64 // returned limit when ok
 		wantWin   uint64
 	}{
-		{"stale: below limit", 4 * initial, mib, 10 * kib, 10 * kib,
-			func(r *Receiver) uint64 { return r.Limit() - 1 }, false, 0, initial},
-		{"stale: above limit", 4 * initial, mib, 10 * kib, 10 * kib,
-			func(r *Receiver) uint64 { return r.Limit() + 1 }, false, 0, initial},
-		{"stale: zero", 4 * initial, mib, 0, 0,
-			func(r *Receiver) uint64 { return 0 }, false, 0, initial},
-		// Data still in flight, reader has read all that came: the window
-		// limits throughput.
-		{"reader keeps up: grows and grants", 4 * initial, mib, 10 * kib, 10 * kib,
-			(*Receiver).Limit, true, 10*kib + 2*initial, 2 * initial},
-		{"reader exactly a quarter behind: grows", 4 * initial, mib, 26 * kib, 10 * kib,
-			(*Receiver).Limit, true, 10*kib + 2*initial, 2 * initial},
-		{"reader keeps up at Max: grants what there is", initial, mib, 10 * kib, 10 * kib,
-			(*Receiver).Limit, true, 10*kib + initial, initial},
-		{"reader keeps up at Max, nothing read: nothing to grant", initial, mib, 0, 0,
-			(*Receiver).Limit, false, 0, initial},
-		{"reader keeps up, budget allows 8KiB", 4 * initial, initial + 8*kib, 10 * kib, 10 * kib,
-			(*Receiver).Limit, true, 10*kib + initial + 8*kib, initial + 8*kib},
-		{"reader keeps up, budget full", 4 * initial, initial, 0, 0,
-			(*Receiver).Limit, false, 0, initial},
-		{"full buffer: no growth, nothing to grant", 4 * initial, mib, initial, 0,
-			(*Receiver).Limit, false, 0, initial},
-		{"more than a quarter unread: no growth, grants what was read", 4 * initial, mib, initial, 10 * kib,
-			(*Receiver).Limit, true, 10*kib + initial, initial},
+		{"never reached: ignored", 4 * initial, mib, func(t *testing.T, r *Receiver) {
+			require.NoError(t, r.OnData(10*kib))
+		}, initial, false, 0, initial},
+		{"above limit: ignored", 4 * initial, mib, func(t *testing.T, r *Receiver) {
+			require.NoError(t, r.OnData(initial))
+		}, initial + 1, false, 0, initial},
+		{"at limit, nothing read: nothing to grant", 4 * initial, mib, func(t *testing.T, r *Receiver) {
+			require.NoError(t, r.OnData(initial))
+		}, initial, false, 0, initial},
+		{"at limit, reader freed a little: granted at once, no growth", 4 * initial, mib, func(t *testing.T, r *Receiver) {
+			require.NoError(t, r.OnData(initial))
+			_, ok := r.OnConsumed(10*kib, t0)
+			require.False(t, ok, "below the update threshold")
+		}, initial, true, 10*kib + initial, initial},
+		{"ran dry before the update: reader keeps up, grows and grants", 4 * initial, mib, advance,
+			initial, true, initial + 2*initial, 2 * initial},
+		{"ran dry, reader a quarter behind: grows", 4 * initial, mib, func(t *testing.T, r *Receiver) {
+			advance(t, r)
+			require.NoError(t, r.OnData(initial/4))
+		}, initial, true, initial + 2*initial, 2 * initial},
+		{"ran dry, reader more than a quarter behind: no growth", 4 * initial, mib, func(t *testing.T, r *Receiver) {
+			advance(t, r)
+			require.NoError(t, r.OnData(initial/2))
+		}, initial, false, 0, initial},
+		{"ran dry at Max: nothing more to grant", initial, mib, advance,
+			initial, false, 0, initial},
+		{"ran dry, budget allows 8 KiB more", 4 * initial, initial + 8*kib, advance,
+			initial, true, initial + initial + 8*kib, initial + 8*kib},
+		{"ran dry, budget full", 4 * initial, initial, advance,
+			initial, false, 0, initial},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			b := NewBudget(tc.total)
 			r := newReceiver(t, Config{Initial: initial, Max: tc.max}, b, t0)
 			r.SetRTT(ms(10))
-			require.NoError(t, r.OnData(tc.received))
-			if tc.consumed > 0 {
-				_, ok := r.OnConsumed(tc.consumed, t0)
-				require.False(t, ok, "setup must not trigger an update")
-			}
-			at := tc.blockedAt(r)
+			tc.setup(t, r)
 			oldLimit := r.Limit()
 			before := *r
-			limit, ok := r.OnBlocked(at, t0.Add(ms(1)))
+			limit, ok := r.OnBlocked(tc.blockedAt, t0.Add(ms(200)))
 			require.Equal(t, tc.wantOK, ok)
 			if ok {
 				assert.Equal(t, tc.wantLimit, limit)
@@ -397,7 +405,6 @@ func TestOnBlocked(t *testing.T) {
 				assert.Zero(t, limit)
 				assert.Equal(t, oldLimit, r.Limit())
 				assert.Equal(t, before.window, r.Window())
-				assert.Equal(t, before.reserved, r.Reserved())
 			}
 			assert.Equal(t, tc.wantWin, r.Window())
 			assert.Equal(t, r.Reserved(), b.Used())
@@ -408,21 +415,19 @@ func TestOnBlocked(t *testing.T) {
 }
 
 func TestOnBlockedRepeated(t *testing.T) {
-	// BLOCKED frames repeated for the same limit after a grant are stale.
-	r := newReceiver(t, Config{Initial: 64 * kib, Max: mib}, NewBudget(4*mib), t0)
-	at := r.Limit()
-	l, ok := r.OnBlocked(at, t0)
+	// A peer repeating a stale BLOCKED grows the window at most to Max, and
+	// only for a limit it really reached by sending data.
+	const initial = 64 * kib
+	r := newReceiver(t, Config{Initial: initial, Max: 4 * initial}, NewBudget(4*mib), t0)
+	require.NoError(t, r.OnData(initial))
+	_, ok := r.OnConsumed(initial, t0.Add(ms(100)))
 	require.True(t, ok)
-	require.Equal(t, uint64(128*kib), l)
-	require.Equal(t, uint64(128*kib), r.Window())
-	_, ok = r.OnBlocked(at, t0)
-	require.False(t, ok, "stale after the grant")
-	require.Equal(t, uint64(128*kib), r.Window(), "a stale BLOCKED does not grow")
-	// Note: nothing was received. Each BLOCKED at the current limit with
-	// an empty buffer grows the window; see TestBlockedWithoutDataGrows.
-	l, ok = r.OnBlocked(l, t0)
-	require.True(t, ok)
-	require.Equal(t, uint64(256*kib), l)
+	for i := 0; i < 10; i++ {
+		r.OnBlocked(initial, t0.Add(ms(200)))
+	}
+	require.Equal(t, uint64(4*initial), r.Window())
+	_, ok = r.OnBlocked(initial, t0.Add(ms(200)))
+	require.False(t, ok, "nothing more to grant")
 }
 
 func TestOnTickIdleShrink(t *testing.T) {
