@@ -63,6 +63,12 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Validate reports whether the configuration is usable.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.InitialWindow, 128<<10)
 	setDefault(&c.MaxWindow, max(16<<20, c.InitialWindow))

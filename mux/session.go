@@ -66,15 +66,14 @@ type Session struct {
 		opened, accepted, refused     atomic.Uint64
 	}
 
-	mu           sync.Mutex // guards the fields below
-	streams      map[uint64]*Stream
-	nextID       uint64
-	peerOpen     int // open streams the peer opened, against MaxStreams
-	settingsSeen bool
-	goAwaySent   bool
-	goAwayLast   uint64 // highest peer stream ID processed after GOAWAY
-	lastPeerID   uint64
-	goAwayRecvd  bool
+	mu          sync.Mutex // guards the fields below
+	streams     map[uint64]*Stream
+	nextID      uint64
+	peerOpen    int // open streams the peer opened, against MaxStreams
+	goAwaySent  bool
+	goAwayLast  uint64 // highest peer stream ID processed after GOAWAY
+	lastPeerID  uint64
+	goAwayRecvd bool
 	// Control frames waiting for the control writer: at most one of each,
 	// so nothing the peer does can grow a queue of answers.
 	pendPingAck bool

@@ -401,7 +401,7 @@ func TestStalledStreamIsolation(t *testing.T) {
 	require.Equal(t, a.Consumed()+floor, l)
 	require.Equal(t, uint64(floor), a.Reserved())
 	now = round(t, others[0], &senders[0], now, ms(1)) // slow since the last round: new epoch
-	now = round(t, others[0], &senders[0], now, ms(1))
+	round(t, others[0], &senders[0], now, ms(1))
 	require.Equal(t, uint64(2*floor), others[0].Window())
 	require.Equal(t, b.Used(), a.Reserved()+others[0].Reserved()+3*floor)
 }
