@@ -206,7 +206,7 @@ func TestStalledStreamDoesNotBlockSiblings(t *testing.T) {
 	}
 	st := stalledS.Stats()
 	assert.Positive(t, st.Buffered, "the stalled stream received its window")
-	assert.LessOrEqual(t, st.Buffered, st.RecvWindow)
+	assert.LessOrEqual(t, st.Buffered, uint64(128<<10), "a reader that never read keeps the initial window")
 	assert.Zero(t, st.BytesConsumed)
 	assert.Zero(t, stalledC.Stats().SendCredit, "the stalled writer is blocked")
 }

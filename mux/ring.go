@@ -40,6 +40,12 @@ func (b *ring) free(k int) (p1, p2 []byte) {
 	return b.buf[w : w+first], b.buf[:k-first]
 }
 
+// skip consumes k unread bytes without copying them.
+func (b *ring) skip(k int) {
+	b.r = (b.r + k) % len(b.buf)
+	b.n -= k
+}
+
 // commit makes k bytes written into the free region readable.
 func (b *ring) commit(k int) { b.n += k }
 

@@ -124,11 +124,29 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 	go func() { // when the transport dies on its own, the session ends too
 		select {
 		case <-conn.Done():
-			sess.fail(fmt.Errorf("%w", transport.ErrConnClosed))
+			sess.fail(connCloseCause(conn))
 		case <-sess.done:
 		}
 	}()
 	return sess, nil
+}
+
+// connCloseCause returns why conn, which has closed, closed. Done does not
+// say, but the connection's calls do: a peer's close comes back as a
+// *transport.ApplicationError with the peer's code, which must not be
+// reported as this side's INTERNAL_ERROR.
+func connCloseCause(conn transport.Conn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	lane, err := conn.AcceptLane(ctx)
+	if err == nil { // not expected of a closed connection
+		lane.CancelRead(uint64(framing.InternalError))
+		lane.CancelWrite(uint64(framing.InternalError))
+	}
+	if err == nil || ctx.Err() != nil {
+		return fmt.Errorf("%w", transport.ErrConnClosed)
+	}
+	return err
 }
 
 func (sess *Session) goroutine(f func()) {
@@ -185,8 +203,9 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 	_, err = lane.Write(framing.AppendDataHeader(s.hdr[:0], id, 0, false))
 	s.laneMu.Unlock()
 	if err != nil {
-		s.laneFailed(sess.laneError(err))
-		return nil, fmt.Errorf("mux: open: %w", sess.laneError(err))
+		err = sess.laneError(err)
+		s.laneWriteFailed(err)
+		return nil, fmt.Errorf("mux: open: %w", err)
 	}
 	sess.goroutine(func() { s.readLoop(bufio.NewReaderSize(lane, laneReadBuffer), nil) })
 	return s, nil

@@ -388,11 +388,12 @@ func (s *Stream) discardLocked() {
 	if s.recv == nil {
 		return
 	}
-	if n := uint64(s.buf.len()); n > 0 {
-		s.recv.OnConsumed(n, s.sess.cfg.Now()) // no update: the stream is done reading
+	if n := s.buf.len(); n > 0 {
+		s.recv.OnConsumed(uint64(n), s.sess.cfg.Now()) // no update: the stream is done reading
 		s.pendUpdate = false
+		s.buf.skip(n)
 	}
-	if !s.filling {
+	if !s.filling { // else the lane reader drops it when its fill ends
 		s.buf.drop()
 		s.recv.SetBufferCap(0)
 	}
@@ -574,7 +575,7 @@ func (s *Stream) writeControl() {
 	s.mu.Unlock()
 	if len(b) > 0 {
 		if _, err := s.lane.Write(b); err != nil {
-			s.laneFailed(s.sess.laneError(err))
+			s.laneWriteFailed(s.sess.laneError(err))
 			return
 		}
 	}
@@ -595,25 +596,37 @@ func appendFrame(b []byte, f *framing.Frame) []byte {
 	return b
 }
 
-// laneFailed handles a lane whose QUIC stream failed under us: the stream
-// cannot go on in either direction.
-func (s *Stream) laneFailed(err error) {
-	var le *transport.LaneError
+// laneWriteFailed handles a lane whose sending half failed under us (the
+// peer aborted reading it at the QUIC level, SPEC.md 3.4): as if by
+// STOP_SENDING, nothing more can be sent; the receiving half goes on.
+func (s *Stream) laneWriteFailed(err error) {
 	code := framing.Cancel
+	var le *transport.LaneError
 	if errors.As(err, &le) {
 		code = framing.ErrorCode(le.Code)
 	}
 	s.mu.Lock()
-	if !s.gotReset && !s.finRecvd {
-		s.gotReset, s.resetRecvd = true, code
-	}
 	if !s.stopRecvd && !s.sendDoneLocked() {
 		s.stopRecvd, s.stopCode = true, code
 	}
-	s.laneSendClosed, s.laneRecvDone = true, true
+	s.laneSendClosed = true
+	s.mu.Unlock()
+	signal(s.writeReady)
+	s.maybeRemove()
+}
+
+// laneReadFailed handles a lane whose receiving half the peer aborted at
+// the QUIC level: as if by RESET, and the lane is done for reading.
+func (s *Stream) laneReadFailed(le *transport.LaneError) {
+	s.mu.Lock()
+	if !s.gotReset && !s.finRecvd {
+		s.gotReset, s.resetRecvd = true, framing.ErrorCode(le.Code)
+		s.discardLocked()
+	}
+	s.laneRecvDone = true
 	s.mu.Unlock()
 	signal(s.readReady)
-	signal(s.writeReady)
+	s.flushControl()
 	s.maybeRemove()
 }
 
@@ -701,7 +714,7 @@ func (s *Stream) laneReadEnded(err error) {
 	var le *transport.LaneError
 	switch {
 	case errors.As(err, &le):
-		s.laneFailed(err)
+		s.laneReadFailed(le)
 		return
 	case err == io.EOF:
 		s.mu.Lock()

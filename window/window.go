@@ -240,7 +240,10 @@ func (r *Receiver) OnBlocked(limit uint64, now time.Time) (uint64, bool) {
 	if limit > r.received {
 		return 0, false
 	}
-	if limit < r.limit && r.Buffered() <= r.window/UpdateFraction {
+	// A limit below Initial is the protocol's default window, which the
+	// peer used before it saw SETTINGS: being blocked there says nothing
+	// about the window this receiver chose.
+	if limit < r.limit && limit >= r.cfg.Initial && r.Buffered() <= r.window/UpdateFraction {
 		r.grow(now)
 	}
 	if r.consumed+r.window <= r.limit {
