@@ -34,7 +34,8 @@ const laneReadBuffer = 512
 //
 // A session owns these goroutines, all of which end when it closes: one
 // reading the peer's control lane, one writing this side's control lane,
-// one accepting the peer's lanes, one for timers (keepalive, idle windows,
+// one accepting the peer's lanes (which also learns first when the
+// transport closes, and why), one for timers (keepalive, idle windows,
 // rate limits), and one reader per stream lane, which ends when the lane
 // ends. Their number is bounded by MaxStreams plus the peer's limit.
 type Session struct {
@@ -121,32 +122,7 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 	sess.goroutine(sess.controlReader)
 	sess.goroutine(sess.acceptLanes)
 	sess.goroutine(sess.housekeeping)
-	go func() { // when the transport dies on its own, the session ends too
-		select {
-		case <-conn.Done():
-			sess.fail(connCloseCause(conn))
-		case <-sess.done:
-		}
-	}()
 	return sess, nil
-}
-
-// connCloseCause returns why conn, which has closed, closed. Done does not
-// say, but the connection's calls do: a peer's close comes back as a
-// *transport.ApplicationError with the peer's code, which must not be
-// reported as this side's INTERNAL_ERROR.
-func connCloseCause(conn transport.Conn) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	lane, err := conn.AcceptLane(ctx)
-	if err == nil { // not expected of a closed connection
-		lane.CancelRead(uint64(framing.InternalError))
-		lane.CancelWrite(uint64(framing.InternalError))
-	}
-	if err == nil || ctx.Err() != nil {
-		return fmt.Errorf("%w", transport.ErrConnClosed)
-	}
-	return err
 }
 
 func (sess *Session) goroutine(f func()) {
@@ -158,7 +134,9 @@ func (sess *Session) goroutine(f func()) {
 }
 
 // Open opens a new stream. It waits while the transport's stream limit is
-// reached, until ctx is done.
+// reached, until ctx is done. It fails at once, with an error matching
+// window.ErrBudgetExhausted, if the session budget cannot hold the new
+// stream's initial receive window; with ErrGoAway after the peer's GOAWAY.
 func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 	sess.mu.Lock()
 	switch {
