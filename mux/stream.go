@@ -66,6 +66,10 @@ type Stream struct {
 	gotReset   bool
 	readClosed bool // the application closed reading: STOP_SENDING queued or sent
 	eofSeen    bool // Read returned io.EOF; the final consumed count is queued
+	// The Limit of the peer's last BLOCKED: a sender sends one per limit,
+	// so a repeat does no work (SPEC.md section 10).
+	peerBlocked     uint64
+	peerBlockedSeen bool
 	// Send direction.
 	writeClosed  bool // CloseWrite or Close: no more Write
 	finSent      bool
@@ -870,7 +874,9 @@ func (s *Stream) onControl(f *framing.Frame) error {
 		signal(s.writeReady)
 	case framing.TypeBlocked:
 		s.stats.BlockedReceived++
-		if s.recv == nil || s.readClosed {
+		repeated := s.peerBlockedSeen && f.Offset == s.peerBlocked
+		s.peerBlocked, s.peerBlockedSeen = f.Offset, true
+		if s.recv == nil || s.readClosed || repeated {
 			s.mu.Unlock()
 			return s.sess.useless()
 		}
@@ -914,12 +920,14 @@ func (s *Stream) onControl(f *framing.Frame) error {
 		signal(s.readReady)
 		s.flushControl()
 	case framing.TypeStopSending:
-		if !s.stopRecvd {
-			s.stopRecvd, s.stopCode = true, f.ErrorCode
-			if !s.sendDoneLocked() {
-				s.pendReset, s.resetOut, s.localReset = true, f.ErrorCode, f.ErrorCode
-				s.pendFin = false
-			}
+		if s.stopRecvd { // a peer sends it once: a repeat does no work
+			s.mu.Unlock()
+			return s.sess.useless()
+		}
+		s.stopRecvd, s.stopCode = true, f.ErrorCode
+		if !s.sendDoneLocked() {
+			s.pendReset, s.resetOut, s.localReset = true, f.ErrorCode, f.ErrorCode
+			s.pendFin = false
 		}
 		s.mu.Unlock()
 		signal(s.writeReady)
