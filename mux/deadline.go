@@ -11,6 +11,7 @@ import (
 // hold, and one moved into the future replaces only a closed channel.
 type deadline struct {
 	mu     sync.Mutex
+	t      time.Time
 	timer  *time.Timer
 	cancel chan struct{}
 }
@@ -24,6 +25,7 @@ func (d *deadline) set(t time.Time) {
 		<-d.cancel // the timer fired: wait for it to close cancel
 	}
 	d.timer = nil
+	d.t = t
 	closed := isClosed(d.cancel)
 	if t.IsZero() {
 		if closed {
@@ -49,6 +51,13 @@ func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cancel
+}
+
+// when returns the deadline, zero for none.
+func (d *deadline) when() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.t
 }
 
 // expired reports whether the deadline has passed.

@@ -71,7 +71,10 @@ type Stream struct {
 	peerBlocked     uint64
 	peerBlockedSeen bool
 	// Send direction.
-	writeClosed  bool // CloseWrite or Close: no more Write
+	writeClosed  bool      // CloseWrite or Close: no more Write
+	laneWriting  bool      // a DATA frame is being written to the lane
+	laneDeadline time.Time // the write deadline set on the lane
+	closedByApp  bool      // Close was called
 	finSent      bool
 	resetSent    bool
 	localReset   framing.ErrorCode // code of a reset this side sent
@@ -140,7 +143,50 @@ func (s *Stream) SetDeadline(t time.Time) error {
 func (s *Stream) SetReadDeadline(t time.Time) error { s.readDeadline.set(t); return nil }
 
 // SetWriteDeadline sets the deadline for pending and future Writes.
-func (s *Stream) SetWriteDeadline(t time.Time) error { s.writeDeadline.set(t); return nil }
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.writeDeadline.set(t)
+	s.mu.Lock()
+	inLane := s.laneWriting
+	s.mu.Unlock()
+	if inLane { // a Write is held by the transport: the new deadline applies to it too
+		s.setLaneDeadline(laneDeadlineFor(t))
+	}
+	return nil
+}
+
+// laneWriteGrace is how long past its deadline a Write may take to finish
+// the DATA frame it is writing on the lane. A frame cut short breaks the
+// lane, so a deadline that passes mid-frame lets the frame finish, and the
+// Write returns the timeout at its next wait for credit; only a frame held
+// this much longer, by a peer that stopped reading its transport, aborts
+// the stream.
+const laneWriteGrace = time.Second
+
+func laneDeadlineFor(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	if now := time.Now(); t.Before(now) {
+		t = now // a deadline already past still leaves the frame its grace
+	}
+	return t.Add(laneWriteGrace)
+}
+
+// controlWriteTimeout bounds a write of control frames on a lane. Peers
+// read their lanes eagerly (SPEC.md 3.3), so only a peer that stopped
+// reading its transport can hold one this long; the stream is then aborted.
+const controlWriteTimeout = 10 * time.Second
+
+// setLaneDeadline sets the lane's write deadline if it changed.
+func (s *Stream) setLaneDeadline(t time.Time) {
+	s.mu.Lock()
+	changed := !t.Equal(s.laneDeadline)
+	s.laneDeadline = t
+	s.mu.Unlock()
+	if changed {
+		s.lane.SetWriteDeadline(t)
+	}
+}
 
 // Read reads data the peer sent. Each byte read returns credit to the peer.
 // It returns io.EOF after the peer's CloseWrite and all data are read.
@@ -327,19 +373,79 @@ func (s *Stream) writeData(p []byte) error {
 	s.laneMu.Lock()
 	s.mu.Lock()
 	err := s.writeErrLocked()
+	s.laneWriting = err == nil
 	s.mu.Unlock()
 	if err == nil {
+		s.setLaneDeadline(laneDeadlineFor(s.writeDeadline.when()))
 		h := framing.AppendDataHeader(s.hdr[:0], s.id, len(p), false)
 		if _, err = s.lane.Write(h); err == nil {
 			_, err = s.lane.Write(p)
 		}
+		s.mu.Lock()
+		s.laneWriting = false
+		s.mu.Unlock()
 		if err != nil {
-			err = s.sess.laneError(err)
+			err = s.dataWriteFailed(err)
 		}
 	}
 	s.laneMu.Unlock()
 	s.flushControl()
 	return err
+}
+
+// dataWriteFailed handles a DATA write that failed part way. The frame may
+// be cut short, so the lane cannot carry another frame: unless the lane or
+// the session already ended, the stream is aborted.
+func (s *Stream) dataWriteFailed(err error) error {
+	s.mu.Lock()
+	aborted, code, closed := s.resetSent && s.laneSendClosed, s.localReset, s.closedByApp
+	s.mu.Unlock()
+	var le *transport.LaneError
+	switch {
+	case s.sess.isClosed():
+		return s.sess.err()
+	case aborted && closed: // by Close while the write was held
+		return ErrClosed
+	case aborted: // by Reset while the write was held
+		return &StreamError{StreamID: s.id, Code: code}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.abortLane(framing.Cancel)
+		return os.ErrDeadlineExceeded
+	case errors.As(err, &le): // the peer aborted the lane at the QUIC level
+		s.laneWriteFailed(err)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if werr := s.writeErrLocked(); werr != nil {
+			return werr
+		}
+		return err
+	}
+	s.sess.fail(err) // anything else: the transport connection is failing
+	return s.sess.err()
+}
+
+// abortLane abandons both directions of the stream at the transport level,
+// for when nothing more can be written on the lane: a frame was cut short,
+// or a write is held by a peer that stopped reading its transport. The
+// peer sees the lane reset and stopped (SPEC.md 3.4).
+func (s *Stream) abortLane(code framing.ErrorCode) {
+	s.mu.Lock()
+	if s.laneSendClosed {
+		s.mu.Unlock()
+		return
+	}
+	if !s.sendDoneLocked() {
+		s.resetSent, s.localReset = true, code
+	}
+	s.closeReadLocked(code)
+	s.pendUpdate, s.pendBlocked, s.pendStop, s.pendReset, s.pendFin = false, false, false, false, false
+	s.laneSendClosed = true
+	s.mu.Unlock()
+	s.lane.CancelWrite(uint64(code))
+	s.lane.CancelRead(uint64(code))
+	signal(s.readReady)
+	signal(s.writeReady)
+	s.maybeRemove()
 }
 
 // CloseWrite ends the sending direction: the peer reads io.EOF after the
@@ -407,11 +513,21 @@ func (s *Stream) discardLocked() {
 // (the peer reads it, then io.EOF), unread data is discarded, and pending
 // Reads and Writes return at once. To learn that the peer consumed all
 // data, use CloseWrite and WaitConsumed before Close.
+//
+// A Write held by the transport itself (the peer stopped reading its end
+// of the connection while it still had credit) cannot end gracefully:
+// Close then aborts the stream instead, as Reset does.
 func (s *Stream) Close() error {
 	s.mu.Lock()
 	s.closeReadLocked(framing.Cancel)
+	s.closedByApp = true
+	held := s.laneWriting
 	s.mu.Unlock()
 	signal(s.readReady)
+	if held {
+		s.abortLane(framing.Cancel)
+		return nil
+	}
 	return s.CloseWrite()
 }
 
@@ -426,9 +542,14 @@ func (s *Stream) Reset(code framing.ErrorCode) error {
 		s.pendFin = false
 	}
 	s.writeClosed = true
+	held := s.laneWriting
 	s.mu.Unlock()
 	signal(s.readReady)
 	signal(s.writeReady)
+	if held { // the RESET frame cannot get past the held write: abort the lane
+		s.abortLane(code)
+		return nil
+	}
 	s.flushControl()
 	return nil
 }
@@ -578,8 +699,13 @@ func (s *Stream) writeControl() {
 	}
 	s.mu.Unlock()
 	if len(b) > 0 {
+		s.setLaneDeadline(time.Now().Add(controlWriteTimeout))
 		if _, err := s.lane.Write(b); err != nil {
-			s.laneWriteFailed(s.sess.laneError(err))
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.abortLane(framing.Cancel)
+			} else {
+				s.laneWriteFailed(s.sess.laneError(err))
+			}
 			return
 		}
 	}

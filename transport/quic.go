@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -189,9 +190,10 @@ func (l quicLane) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (l quicLane) CloseWrite() error       { return l.s.Close() }
-func (l quicLane) CancelWrite(code uint64) { l.s.CancelWrite(quic.StreamErrorCode(code)) }
-func (l quicLane) CancelRead(code uint64)  { l.s.CancelRead(quic.StreamErrorCode(code)) }
+func (l quicLane) CloseWrite() error                  { return l.s.Close() }
+func (l quicLane) SetWriteDeadline(t time.Time) error { return l.s.SetWriteDeadline(t) }
+func (l quicLane) CancelWrite(code uint64)            { l.s.CancelWrite(quic.StreamErrorCode(code)) }
+func (l quicLane) CancelRead(code uint64)             { l.s.CancelRead(quic.StreamErrorCode(code)) }
 
 type quicSendLane struct{ s *quic.SendStream }
 
@@ -203,8 +205,9 @@ func (l quicSendLane) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (l quicSendLane) CloseWrite() error       { return l.s.Close() }
-func (l quicSendLane) CancelWrite(code uint64) { l.s.CancelWrite(quic.StreamErrorCode(code)) }
+func (l quicSendLane) CloseWrite() error                  { return l.s.Close() }
+func (l quicSendLane) SetWriteDeadline(t time.Time) error { return l.s.SetWriteDeadline(t) }
+func (l quicSendLane) CancelWrite(code uint64)            { l.s.CancelWrite(quic.StreamErrorCode(code)) }
 
 type quicRecvLane struct{ s *quic.ReceiveStream }
 
@@ -223,6 +226,10 @@ func convertError(err error) error {
 	if err == io.EOF {
 		return err
 	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !isConnError(err) {
+		return fmt.Errorf("transport: lane write: %w", os.ErrDeadlineExceeded)
+	}
 	var appErr *quic.ApplicationError
 	if errors.As(err, &appErr) {
 		return &ApplicationError{Code: uint64(appErr.ErrorCode), Remote: appErr.Remote, Reason: appErr.ErrorMessage}
@@ -232,6 +239,14 @@ func convertError(err error) error {
 		return &LaneError{Code: uint64(streamErr.ErrorCode), Remote: streamErr.Remote}
 	}
 	return fmt.Errorf("%w: %w", ErrConnClosed, err)
+}
+
+// isConnError reports whether err ended the whole connection (an idle
+// timeout is a timeout too, but of the connection).
+func isConnError(err error) bool {
+	var idle *quic.IdleTimeoutError
+	var hs *quic.HandshakeTimeoutError
+	return errors.As(err, &idle) || errors.As(err, &hs)
 }
 
 // LaneError is a lane cancelled by the peer (Remote) or locally, with the

@@ -51,12 +51,19 @@ type Conn interface {
 }
 
 // SendLane is the sending half of a lane.
+//
+// A Write can block when the peer stops reading the lane at the transport
+// level; the write deadline bounds it, and CancelWrite (from another
+// goroutine) unblocks it at once.
 type SendLane interface {
 	io.Writer
 	// CloseWrite ends the lane's sending direction gracefully.
 	CloseWrite() error
 	// CancelWrite abandons the sending direction with an error code.
 	CancelWrite(code uint64)
+	// SetWriteDeadline makes Writes that have not completed by t fail with
+	// an error matching os.ErrDeadlineExceeded. Zero means no deadline.
+	SetWriteDeadline(t time.Time) error
 }
 
 // Lane is a bidirectional, ordered, reliable byte stream.
