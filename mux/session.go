@@ -174,6 +174,9 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 		return nil, sess.err()
 	}
 	sess.streams[id] = s
+	// The peer's SETTINGS may have raised the initial window since s was
+	// made: applySettings raises only the streams registered when it runs.
+	s.send.OnUpdate(sess.peerInitial.Load())
 	sess.mu.Unlock()
 	sess.stats.opened.Add(1)
 

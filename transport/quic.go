@@ -223,8 +223,8 @@ func (l quicRecvLane) Read(p []byte) (int, error) {
 // so that mux never sees a quic-go type. io.EOF and stream errors pass
 // through unchanged (wrapped in the latter case).
 func convertError(err error) error {
-	if err == io.EOF {
-		return err
+	if err == io.EOF || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err // end of lane, or the caller's context
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && !isConnError(err) {

@@ -113,3 +113,23 @@ func TestQUICDefaultVerificationRefusesSelfSigned(t *testing.T) {
 	require.Error(t, err, "a self-signed certificate is not trusted without a pin")
 	assert.False(t, errors.Is(err, ErrPinMismatch))
 }
+
+func TestQUICContextErrorsPassThrough(t *testing.T) {
+	addr, cert := listen(t)
+	conf, err := PinnedClientConfig(Fingerprint(cert.Certificate[0]))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialQUIC(ctx, addr, conf, QUICConfig{})
+	require.NoError(t, err)
+	defer c.CloseWithError(0, "")
+	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancelShort()
+	_, err = c.AcceptLane(short)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	gone, cancelGone := context.WithCancel(ctx)
+	cancelGone()
+	_, err = c.AcceptLane(gone)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, ErrConnClosed)
+}
