@@ -262,3 +262,39 @@ func TestDeadlines(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "y", string(b))
 }
+
+// TestWaitConsumedLearnsOfDiscardedData: no data is lost silently. A reader
+// that closes with data unread, even after the FIN arrived, makes the
+// writer's WaitConsumed fail; one that read everything makes it succeed.
+func TestWaitConsumedLearnsOfDiscardedData(t *testing.T) {
+	p := newPair(t, nil, nil)
+	const size = 64 << 10
+	for _, tc := range []struct {
+		name   string
+		read   int
+		wantOK bool
+	}{
+		{"closed with data unread", 10, false},
+		{"closed after reading all but EOF", size, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := p.openPair(t)
+			_, err := c.Write(make([]byte, size))
+			require.NoError(t, err)
+			require.NoError(t, c.CloseWrite())
+			require.Eventually(t, func() bool { return s.Stats().BytesReceived == size }, 10*time.Second, 5*time.Millisecond)
+			_, err = io.ReadFull(s, make([]byte, tc.read))
+			require.NoError(t, err)
+			require.NoError(t, s.Close())
+			err = c.WaitConsumed(ctxT(t))
+			if tc.wantOK {
+				require.NoError(t, err)
+				return
+			}
+			var se *StreamError
+			require.ErrorAs(t, err, &se)
+			assert.True(t, se.Remote)
+			assert.Equal(t, framing.Cancel, se.Code)
+		})
+	}
+}

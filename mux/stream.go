@@ -82,6 +82,8 @@ type Stream struct {
 	stopCode     framing.ErrorCode
 	peerConsumed uint64
 	consumedWait chan struct{} // closed and replaced when peerConsumed grows
+	// What the last WINDOW_UPDATE this side sent carried.
+	sentLimit, sentConsumed uint64
 	// Control frames waiting for the lane.
 	pendUpdate, pendBlocked, pendStop, pendReset, pendFin bool
 	blockedLimit                                          uint64
@@ -134,9 +136,8 @@ func (s *Stream) SetOverload(o Overload) {
 
 // SetDeadline sets the read and write deadlines.
 func (s *Stream) SetDeadline(t time.Time) error {
-	s.readDeadline.set(t)
-	s.writeDeadline.set(t)
-	return nil
+	s.SetReadDeadline(t)
+	return s.SetWriteDeadline(t)
 }
 
 // SetReadDeadline sets the deadline for pending and future Reads.
@@ -440,6 +441,7 @@ func (s *Stream) abortLane(code framing.ErrorCode) {
 	s.closeReadLocked(code)
 	s.pendUpdate, s.pendBlocked, s.pendStop, s.pendReset, s.pendFin = false, false, false, false, false
 	s.laneSendClosed = true
+	s.wakeWaitConsumedLocked()
 	s.mu.Unlock()
 	s.lane.CancelWrite(uint64(code))
 	s.lane.CancelRead(uint64(code))
@@ -486,11 +488,19 @@ func (s *Stream) closeReadLocked(code framing.ErrorCode) {
 	if s.readClosed {
 		return
 	}
-	s.readClosed = true
-	if !s.finRecvd && !s.gotReset {
+	switch {
+	case s.gotReset:
+	case s.finRecvd && s.buf.len() == 0 && !s.filling:
+		// Everything was read but the end: report it consumed, as at EOF.
+		if !s.eofSeen {
+			s.eofSeen = true
+			s.pendUpdate = s.recv != nil
+		}
+	default: // data the application will never read: tell the sender
 		s.pendStop, s.stopOut = true, code
 	}
 	s.discardLocked()
+	s.readClosed = true
 }
 
 // discardLocked throws away unread data, returning its memory.
@@ -585,6 +595,13 @@ func (s *Stream) WaitConsumed(ctx context.Context) error {
 	}
 }
 
+// wakeWaitConsumedLocked wakes WaitConsumed callers to look again: the
+// peer reported consumption, or the send side ended.
+func (s *Stream) wakeWaitConsumedLocked() {
+	close(s.consumedWait)
+	s.consumedWait = make(chan struct{})
+}
+
 // Stats returns a snapshot of the stream's counters.
 func (s *Stream) Stats() StreamStats {
 	s.mu.Lock()
@@ -665,9 +682,11 @@ func (s *Stream) writeControl() {
 		s.mu.Unlock()
 		return
 	}
-	if s.pendUpdate && s.recv != nil && !s.readClosed {
+	if s.pendUpdate && s.recv != nil && (!s.readClosed || s.eofSeen) &&
+		(s.recv.Limit() > s.sentLimit || s.recv.Consumed() > s.sentConsumed) { // never a useless update
+		s.sentLimit, s.sentConsumed = s.recv.Limit(), s.recv.Consumed()
 		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeWindowUpdate, StreamID: s.id},
-			Offset: s.recv.Limit(), Consumed: s.recv.Consumed()})
+			Offset: s.sentLimit, Consumed: s.sentConsumed})
 		s.stats.UpdatesSent++
 		s.sess.stats.updatesSent.Add(1)
 		events[nev] = s.eventLocked(EventGrant, now)
@@ -686,6 +705,7 @@ func (s *Stream) writeControl() {
 	if s.pendReset && !s.sendDoneLocked() {
 		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeReset, StreamID: s.id}, ErrorCode: s.resetOut})
 		s.resetSent = true
+		s.wakeWaitConsumedLocked()
 	}
 	s.pendReset = false
 	if s.pendFin && !s.sendDoneLocked() {
@@ -740,6 +760,7 @@ func (s *Stream) laneWriteFailed(err error) {
 		s.stopRecvd, s.stopCode = true, code
 	}
 	s.laneSendClosed = true
+	s.wakeWaitConsumedLocked()
 	s.mu.Unlock()
 	signal(s.writeReady)
 	s.maybeRemove()
@@ -978,8 +999,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 		consumedGrew := f.Consumed > s.peerConsumed
 		if consumedGrew {
 			s.peerConsumed = f.Consumed
-			close(s.consumedWait)
-			s.consumedWait = make(chan struct{})
+			s.wakeWaitConsumedLocked()
 		}
 		if !grew && !consumedGrew {
 			s.mu.Unlock()
@@ -1051,6 +1071,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			return s.sess.useless()
 		}
 		s.stopRecvd, s.stopCode = true, f.ErrorCode
+		s.wakeWaitConsumedLocked()
 		if !s.sendDoneLocked() {
 			s.pendReset, s.resetOut, s.localReset = true, f.ErrorCode, f.ErrorCode
 			s.pendFin = false
