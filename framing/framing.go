@@ -96,6 +96,9 @@ var (
 	// ErrMalformed means a frame's fields do not parse, or are not allowed
 	// (a stream frame on stream 0, unknown flag bits, trailing bytes).
 	ErrMalformed = errors.New("malformed frame")
+	// ErrSettingValue means a well-formed SETTINGS frame carries a value
+	// out of its allowed range. It comes wrapped with ErrMalformed.
+	ErrSettingValue = errors.New("setting value out of range")
 )
 
 // Header is the part common to every frame.
@@ -305,7 +308,7 @@ func (s *Settings) set(id, v uint64) error {
 		s.InitialWindow = v
 	case SettingMaxFramePayload:
 		if v > MaxDataPayload {
-			return fmt.Errorf("%w: SETTINGS_MAX_FRAME_PAYLOAD %d exceeds %d", ErrMalformed, v, MaxDataPayload)
+			return fmt.Errorf("%w: %w: SETTINGS_MAX_FRAME_PAYLOAD %d exceeds %d", ErrMalformed, ErrSettingValue, v, MaxDataPayload)
 		}
 		s.MaxFramePayload = v
 	case SettingMaxStreams:

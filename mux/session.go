@@ -24,7 +24,6 @@ import (
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
 	"github.com/bpmux/bp/window"
-	"github.com/quic-go/quic-go/quicvarint"
 )
 
 // laneReadBuffer is the read buffer of each lane: enough for frame headers
@@ -555,11 +554,7 @@ func (sess *Session) controlReader() {
 			continue
 		}
 		if err := framing.DecodePayload(&f, h, payload[:h.Length]); err != nil {
-			code := codeFor(err)
-			if h.Type == framing.TypeSettings && settingsPairs(payload[:h.Length]) {
-				code = framing.SettingsError // well-formed, but a value out of range
-			}
-			sess.protocolError(code, err)
+			sess.protocolError(codeFor(err), err)
 			return
 		}
 		if first != (f.Type == framing.TypeSettings) {
@@ -570,23 +565,6 @@ func (sess *Session) controlReader() {
 			return
 		}
 	}
-}
-
-// settingsPairs reports whether a SETTINGS payload is a whole sequence of
-// Identifier/Value varint pairs. One that is and still fails to decode
-// carries a value out of range: SETTINGS_ERROR, not PROTOCOL_ERROR
-// (SPEC.md 12.4).
-func settingsPairs(p []byte) bool {
-	for len(p) > 0 {
-		for range 2 {
-			_, n, err := quicvarint.Parse(p)
-			if err != nil {
-				return false
-			}
-			p = p[n:]
-		}
-	}
-	return true
 }
 
 func (sess *Session) controlEnded(err error) {

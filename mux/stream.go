@@ -851,8 +851,11 @@ func (s *Stream) readLoop(br *bufio.Reader, first *framing.Header) {
 }
 
 func codeFor(err error) framing.ErrorCode {
-	if errors.Is(err, framing.ErrFrameSize) {
+	switch {
+	case errors.Is(err, framing.ErrFrameSize):
 		return framing.FrameSizeError
+	case errors.Is(err, framing.ErrSettingValue):
+		return framing.SettingsError
 	}
 	return framing.ProtocolError
 }
