@@ -8,15 +8,15 @@ import (
 // deadline is a settable deadline whose wait channel is closed when it
 // passes, as in net.Pipe. Waiters that took the channel before a change
 // are woken too: a deadline moved into the past closes the channel they
-// hold, and one moved into the future replaces only a closed channel.
+// hold, and one moved into the future replaces only a closed channel. The
+// channel is made on first use, so an idle stream's deadlines cost no
+// allocation.
 type deadline struct {
 	mu     sync.Mutex
 	t      time.Time
 	timer  *time.Timer
-	cancel chan struct{}
+	cancel chan struct{} // nil until someone waits or a deadline is set
 }
-
-func makeDeadline() deadline { return deadline{cancel: make(chan struct{})} }
 
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
@@ -29,27 +29,31 @@ func (d *deadline) set(t time.Time) {
 	closed := isClosed(d.cancel)
 	if t.IsZero() {
 		if closed {
-			d.cancel = make(chan struct{})
+			d.cancel = nil
 		}
 		return
 	}
+	if closed {
+		d.cancel = nil
+	}
+	if d.cancel == nil {
+		d.cancel = make(chan struct{})
+	}
 	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
 		c := d.cancel
 		d.timer = time.AfterFunc(dur, func() { close(c) })
 		return
 	}
-	if !closed {
-		close(d.cancel)
-	}
+	close(d.cancel)
 }
 
 // wait returns a channel closed when the deadline passes.
 func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cancel == nil {
+		d.cancel = make(chan struct{})
+	}
 	return d.cancel
 }
 
@@ -61,9 +65,17 @@ func (d *deadline) when() time.Time {
 }
 
 // expired reports whether the deadline has passed.
-func (d *deadline) expired() bool { return isClosed(d.wait()) }
+func (d *deadline) expired() bool {
+	d.mu.Lock()
+	c := d.cancel
+	d.mu.Unlock()
+	return isClosed(c)
+}
 
 func isClosed[T any](c <-chan T) bool {
+	if c == nil {
+		return false
+	}
 	select {
 	case <-c:
 		return true

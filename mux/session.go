@@ -26,9 +26,15 @@ import (
 	"github.com/bpmux/bp/window"
 )
 
-// laneReadBuffer is the read buffer of each lane: enough for frame headers
-// and control frames; DATA payloads bypass it into the stream's buffer.
-const laneReadBuffer = 512
+// laneReadBuffer is the read buffer of each lane: room for a few frame
+// headers and small control frames. DATA payloads bypass it, read straight
+// into the stream's buffer, so a small one costs nothing in throughput and
+// keeps an idle stream cheap.
+const laneReadBuffer = 128
+
+// frameBufSize holds the frames a stream writes at once: a DATA header,
+// or its queued control frames (at most one of each kind).
+const frameBufSize = 5*framing.MaxHeaderLen + 64
 
 // Session is one bp/1 session over a transport connection.
 //
@@ -52,6 +58,7 @@ type Session struct {
 	closeErr  error // set before done is closed
 	wg        sync.WaitGroup
 
+	frameBufs sync.Pool     // of *[frameBufSize]byte, for frames streams write
 	accept    chan *Stream  // peer streams not yet accepted; cap MaxStreams
 	ctlSignal chan struct{} // wakes the control writer
 	idle      chan struct{} // signalled when the last stream is removed
@@ -125,6 +132,18 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 	return sess, nil
 }
 
+// frameBuf lends a buffer to encode frames into; give it back with
+// putFrameBuf once the lane write has returned. Lanes copy what they are
+// given, so the buffers are few and streams need none of their own.
+func (sess *Session) frameBuf() *[frameBufSize]byte {
+	if b, ok := sess.frameBufs.Get().(*[frameBufSize]byte); ok {
+		return b
+	}
+	return new([frameBufSize]byte)
+}
+
+func (sess *Session) putFrameBuf(b *[frameBufSize]byte) { sess.frameBufs.Put(b) }
+
 func (sess *Session) goroutine(f func()) {
 	sess.wg.Add(1)
 	go func() {
@@ -181,7 +200,9 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 
 	// The opening frame makes the stream known to the peer at once.
 	s.laneMu.Lock()
-	_, err = lane.Write(framing.AppendDataHeader(s.hdr[:0], id, 0, false))
+	buf := sess.frameBuf()
+	_, err = lane.Write(framing.AppendDataHeader(buf[:0], id, 0, false))
+	sess.putFrameBuf(buf)
 	s.laneMu.Unlock()
 	if err != nil {
 		err = sess.laneError(err)

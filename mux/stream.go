@@ -48,8 +48,6 @@ type Stream struct {
 
 	writeMu sync.Mutex // one Write or CloseWrite at a time
 	laneMu  sync.Mutex // one writer on the lane at a time; see flushControl
-	hdr     [framing.MaxHeaderLen]byte
-	ctl     [5 * (framing.MaxHeaderLen + 16)]byte // control frames, under laneMu
 
 	mu         sync.Mutex // guards everything below
 	recv       *window.Receiver
@@ -81,7 +79,7 @@ type Stream struct {
 	stopRecvd    bool
 	stopCode     framing.ErrorCode
 	peerConsumed uint64
-	consumedWait chan struct{} // closed and replaced when peerConsumed grows
+	consumedWait chan struct{} // made by WaitConsumed, closed when it should look again
 	// What the last WINDOW_UPDATE this side sent carried.
 	sentLimit, sentConsumed uint64
 	// Control frames waiting for the lane.
@@ -100,17 +98,14 @@ type Stream struct {
 func newStream(sess *Session, id uint64, lane transport.Lane, recv *window.Receiver, peerInitial uint64) *Stream {
 	now := sess.cfg.Now()
 	return &Stream{
-		sess:          sess,
-		id:            id,
-		lane:          lane,
-		readDeadline:  makeDeadline(),
-		writeDeadline: makeDeadline(),
-		readReady:     make(chan struct{}, 1),
-		writeReady:    make(chan struct{}, 1),
-		recv:          recv,
-		send:          window.NewSender(peerInitial),
-		lastActive:    now,
-		consumedWait:  make(chan struct{}),
+		sess:       sess,
+		id:         id,
+		lane:       lane,
+		readReady:  make(chan struct{}, 1),
+		writeReady: make(chan struct{}, 1),
+		recv:       recv,
+		send:       window.NewSender(peerInitial),
+		lastActive: now,
 	}
 }
 
@@ -378,10 +373,12 @@ func (s *Stream) writeData(p []byte) error {
 	s.mu.Unlock()
 	if err == nil {
 		s.setLaneDeadline(laneDeadlineFor(s.writeDeadline.when()))
-		h := framing.AppendDataHeader(s.hdr[:0], s.id, len(p), false)
+		buf := s.sess.frameBuf()
+		h := framing.AppendDataHeader(buf[:0], s.id, len(p), false)
 		if _, err = s.lane.Write(h); err == nil {
 			_, err = s.lane.Write(p)
 		}
+		s.sess.putFrameBuf(buf)
 		s.mu.Lock()
 		s.laneWriting = false
 		s.mu.Unlock()
@@ -571,6 +568,9 @@ func (s *Stream) WaitConsumed(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		done := s.peerConsumed == s.send.Sent()
+		if s.consumedWait == nil {
+			s.consumedWait = make(chan struct{})
+		}
 		wait := s.consumedWait
 		err := error(nil)
 		switch {
@@ -598,8 +598,10 @@ func (s *Stream) WaitConsumed(ctx context.Context) error {
 // wakeWaitConsumedLocked wakes WaitConsumed callers to look again: the
 // peer reported consumption, or the send side ended.
 func (s *Stream) wakeWaitConsumedLocked() {
-	close(s.consumedWait)
-	s.consumedWait = make(chan struct{})
+	if s.consumedWait != nil {
+		close(s.consumedWait)
+		s.consumedWait = nil
+	}
 }
 
 // Stats returns a snapshot of the stream's counters.
@@ -675,8 +677,10 @@ func (s *Stream) writeControl() {
 	now := s.sess.cfg.Now()
 	var events [2]Event
 	nev := 0
+	buf := s.sess.frameBuf()
+	defer s.sess.putFrameBuf(buf)
 	s.mu.Lock()
-	b := s.ctl[:0]
+	b := buf[:0]
 	if s.laneSendClosed {
 		s.pendUpdate, s.pendBlocked, s.pendStop, s.pendReset, s.pendFin = false, false, false, false, false
 		s.mu.Unlock()
@@ -804,8 +808,7 @@ func (s *Stream) maybeRemove() {
 // lane and ends when the peer closes it or the session ends. first is the
 // frame header already read by the session when the peer opened the lane.
 func (s *Stream) readLoop(br *bufio.Reader, first *framing.Header) {
-	var payload [framing.MaxControlPayload]byte
-	var f framing.Frame
+	var ctl *controlScratch // made when the first control frame arrives
 	opening := first != nil // the opener's first frame may be an empty DATA
 	for {
 		var h framing.Header
@@ -828,7 +831,11 @@ func (s *Stream) readLoop(br *bufio.Reader, first *framing.Header) {
 			opening = false
 			continue
 		}
-		if _, err := io.ReadFull(br, payload[:h.Length]); err != nil {
+		if ctl == nil {
+			ctl = new(controlScratch)
+		}
+		payload := ctl.payload[:h.Length]
+		if _, err := io.ReadFull(br, payload); err != nil {
 			s.laneReadEnded(midFrame(err))
 			return
 		}
@@ -838,16 +845,22 @@ func (s *Stream) readLoop(br *bufio.Reader, first *framing.Header) {
 			}
 			continue
 		}
-		if err := framing.DecodePayload(&f, h, payload[:h.Length]); err != nil {
+		if err := framing.DecodePayload(&ctl.frame, h, payload); err != nil {
 			s.sess.protocolError(codeFor(err), err)
 			return
 		}
 		opening = false
-		if err := s.onControl(&f); err != nil {
+		if err := s.onControl(&ctl.frame); err != nil {
 			s.sess.fail(err)
 			return
 		}
 	}
+}
+
+// controlScratch is where a lane reader decodes control frames.
+type controlScratch struct {
+	payload [framing.MaxControlPayload]byte
+	frame   framing.Frame
 }
 
 func codeFor(err error) framing.ErrorCode {
