@@ -1187,3 +1187,25 @@ func TestAttackQUICWindowHold(t *testing.T) {
 		})
 	}
 }
+
+// TestAttackGoAwayValidation: a GOAWAY naming a stream of the wrong parity,
+// or raising Last Stream ID, is a PROTOCOL_ERROR (SPEC.md 5.7).
+func TestAttackGoAwayValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lasts []uint64
+	}{
+		{"wrong parity", []uint64{3}},
+		{"raised", []uint64{2, 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newRawServer(t, &Config{KeepAliveInterval: -1}, transport.QUICConfig{})
+			p := srv.dial(t, nil)
+			p.settings(framing.Settings{})
+			for _, last := range tc.lasts {
+				require.NoError(t, p.writeControl(rfGoAway(t, last, framing.NoError)))
+			}
+			p.expectClose(framing.ProtocolError)
+		})
+	}
+}

@@ -74,14 +74,15 @@ type Session struct {
 		opened, accepted, refused     atomic.Uint64
 	}
 
-	mu          sync.Mutex // guards the fields below
-	streams     map[uint64]*Stream
-	nextID      uint64
-	peerOpen    int // open streams the peer opened, against MaxStreams
-	goAwaySent  bool
-	goAwayLast  uint64 // highest peer stream ID processed after GOAWAY
-	lastPeerID  uint64
-	goAwayRecvd bool
+	mu             sync.Mutex // guards the fields below
+	streams        map[uint64]*Stream
+	nextID         uint64
+	peerOpen       int // open streams the peer opened, against MaxStreams
+	goAwaySent     bool
+	goAwayLast     uint64 // highest peer stream ID processed after GOAWAY
+	lastPeerID     uint64
+	goAwayRecvd    bool
+	peerGoAwayLast uint64 // Last Stream ID of the peer's latest GOAWAY
 	// Control frames waiting for the control writer: at most one of each,
 	// so nothing the peer does can grow a queue of answers.
 	pendPingAck bool
@@ -167,6 +168,10 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 		return nil, ErrGoAway
 	}
 	id := sess.nextID
+	if id > framing.MaxVarint {
+		sess.mu.Unlock()
+		return nil, errors.New("mux: open: stream IDs exhausted")
+	}
 	sess.nextID += 2
 	sess.mu.Unlock()
 
@@ -629,9 +634,20 @@ func (sess *Session) onControl(f *framing.Frame) error {
 		sess.mu.Unlock()
 		signal(sess.ctlSignal)
 	case framing.TypeGoAway:
+		last := f.LastStreamID
 		sess.mu.Lock()
-		sess.goAwayRecvd = true
+		var err error
+		switch {
+		case last != 0 && sess.isPeerID(last):
+			err = fmt.Errorf("GOAWAY names stream %d, which this side did not open", last)
+		case sess.goAwayRecvd && last > sess.peerGoAwayLast:
+			err = fmt.Errorf("GOAWAY raised Last Stream ID from %d to %d", sess.peerGoAwayLast, last)
+		}
+		sess.goAwayRecvd, sess.peerGoAwayLast = true, last
 		sess.mu.Unlock()
+		if err != nil {
+			return sess.protocolErr(framing.ProtocolError, err)
+		}
 	}
 	return nil
 }
