@@ -1,0 +1,115 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/bpmux/bp/mux"
+)
+
+// flagSet is a flag.FlagSet that reports errors as one line and prints
+// help on request.
+type flagSet struct {
+	*flag.FlagSet
+	cmd, args string
+	help      io.Writer
+}
+
+func newFlagSet(e *env, cmd, args string) *flagSet {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported by run, help by parse
+	return &flagSet{FlagSet: fs, cmd: cmd, args: args, help: e.stdout}
+}
+
+// parse parses args and checks that the positional arguments number
+// between min and max.
+func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.printHelp()
+			return nil, errHelp
+		}
+		return nil, &usageError{msg: err.Error()}
+	}
+	rest := fs.Args()
+	for _, a := range rest {
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			return nil, usageErrorf("flag %s after the arguments: flags go before positional arguments", a)
+		}
+	}
+	switch {
+	case len(rest) < min:
+		return nil, usageErrorf("missing arguments: want %s", fs.args)
+	case len(rest) > max:
+		return nil, usageErrorf("too many arguments: %q (want %s)", rest, fs.args)
+	}
+	return rest, nil
+}
+
+func (fs *flagSet) printHelp() {
+	fmt.Fprintf(fs.help, "Usage: bpcat %s %s\n", fs.cmd, fs.args)
+	if s, ok := summaries[fs.cmd]; ok {
+		fmt.Fprintf(fs.help, "\n%s.\n", s)
+	}
+	fmt.Fprintln(fs.help, "\nFlags:")
+	fs.SetOutput(fs.help)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// windowFlags are the receive windows this side grants.
+type windowFlags struct {
+	window, maxWindow uint64
+}
+
+func (w *windowFlags) register(fs *flagSet) {
+	fs.Var(sizeFlag{&w.window}, "window", "initial receive `SIZE` this side grants per stream (default 128KiB)")
+	fs.Var(sizeFlag{&w.maxWindow}, "max-window", "largest receive window `SIZE` a stream auto-tunes to (default 16MiB, or --window if larger)")
+}
+
+// config returns the mux configuration for the flags, with onEvent as the
+// event hook (may be nil).
+func (w *windowFlags) config(onEvent func(mux.Event)) (*mux.Config, error) {
+	cfg := &mux.Config{InitialWindow: w.window, MaxWindow: w.maxWindow, OnEvent: onEvent}
+	if cfg.MaxWindow == 0 && cfg.InitialWindow > 16<<20 {
+		cfg.MaxWindow = cfg.InitialWindow
+	}
+	if cfg.InitialWindow == 0 && cfg.MaxWindow != 0 && cfg.MaxWindow < 128<<10 {
+		cfg.InitialWindow = max(cfg.MaxWindow, mux.DefaultInitialWindow)
+	}
+	if cfg.MaxWindow != 0 && cfg.SessionBudget == 0 && cfg.MaxWindow > 64<<20 {
+		cfg.SessionBudget = cfg.MaxWindow
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, usageErrorf("--window/--max-window: %v", strings.TrimPrefix(err.Error(), "mux: "))
+	}
+	return cfg, nil
+}
+
+// viewFlags control what a piping command shows and records.
+type viewFlags struct {
+	readRate uint64
+	trace    string
+	stats    bool
+	quiet    bool
+}
+
+func (v *viewFlags) register(fs *flagSet) {
+	fs.Var(rateFlag{&v.readRate}, "read-rate", "consume received data no faster than `RATE` per second (a slow receiver on demand), e.g. 8MiB")
+	fs.StringVar(&v.trace, "trace", "", "write every flow-control event to `FILE` as JSON lines (see 'bpcat plot')")
+	fs.BoolVar(&v.stats, "stats", false, "show the live window view on stderr even when it is not a terminal")
+	fs.BoolVar(&v.quiet, "quiet", false, "show neither the live view nor the summary")
+}
+
+// live reports whether the live view is on.
+func (v *viewFlags) live(e *env) bool { return !v.quiet && (v.stats || e.stderrTTY) }
+
+// timeoutFlag is the dial/handshake timeout.
+func registerTimeout(fs *flagSet, d *time.Duration) {
+	*d = 10 * time.Second
+	fs.Var(durationFlag{d}, "timeout", "give up connecting after `DURATION`")
+}

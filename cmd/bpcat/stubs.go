@@ -1,0 +1,11 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+func runRelay(ctx context.Context, e *env, args []string) error { return errors.New("todo") }
+func runBench(ctx context.Context, e *env, args []string) error { return errors.New("todo") }
+func runPlot(ctx context.Context, e *env, args []string) error  { return errors.New("todo") }
+func runDemo(ctx context.Context, e *env, args []string) error  { return errors.New("todo") }
