@@ -201,6 +201,12 @@ type Stats struct {
 	FlowsRejected uint64
 }
 
+// String formats s on three lines: flows, up, down.
+func (s Stats) String() string {
+	return fmt.Sprintf("flows=%d total=%d evicted=%d expired=%d rejected=%d\nup:   %v\ndown: %v",
+		s.Flows, s.FlowsTotal, s.FlowsEvicted, s.FlowsExpired, s.FlowsRejected, s.Up, s.Down)
+}
+
 // DirStats counts the traffic of one direction.
 type DirStats struct {
 	// Packets counts datagrams (UDP) or chunks (TCP) delivered.
@@ -231,6 +237,10 @@ type DirStats struct {
 	// QueuePeak is the largest number of bytes seen waiting for the
 	// bandwidth cap, including the packet or chunk that just joined.
 	QueuePeak int64
+	// HeldPeak is the largest number of payload bytes the proxy has held
+	// for this direction at once: for UDP in the delay line, for TCP in
+	// one connection's delay line and queue.
+	HeldPeak int64
 }
 
 // Dropped returns the number of packets dropped for any reason.
@@ -240,9 +250,9 @@ func (s DirStats) Dropped() uint64 {
 
 // String formats s on one line.
 func (s DirStats) String() string {
-	return fmt.Sprintf("packets=%d bytes=%d dropped=%d (loss=%d queue=%d blackhole=%d overflow=%d) reordered=%d write_errors=%d stalls=%d queue_peak=%d",
+	return fmt.Sprintf("packets=%d bytes=%d dropped=%d (loss=%d queue=%d blackhole=%d overflow=%d) reordered=%d write_errors=%d stalls=%d queue_peak=%d held_peak=%d",
 		s.Packets, s.Bytes, s.Dropped(), s.DroppedLoss, s.DroppedQueue, s.DroppedBlackhole, s.DroppedOverflow,
-		s.Reordered, s.WriteErrors, s.Stalls, s.QueuePeak)
+		s.Reordered, s.WriteErrors, s.Stalls, s.QueuePeak, s.HeldPeak)
 }
 
 // ParseSize parses a byte count: a non-negative number with an optional

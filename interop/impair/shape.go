@@ -106,10 +106,21 @@ func (s *shaper) reordered() bool {
 
 // counters are the atomically updated DirStats of one direction.
 type counters struct {
-	packets, bytes                         atomic.Uint64
-	loss, queue, blackhole, overflow       atomic.Uint64
-	droppedBytes, reordered, writeErrs     atomic.Uint64
-	stalls                                 atomic.Uint64
+	packets, bytes                     atomic.Uint64
+	loss, queue, blackhole, overflow   atomic.Uint64
+	droppedBytes, reordered, writeErrs atomic.Uint64
+	stalls                             atomic.Uint64
+	heldPeak                           atomic.Int64
+}
+
+// held records that n payload bytes are held.
+func (c *counters) held(n int64) {
+	for {
+		old := c.heldPeak.Load()
+		if n <= old || c.heldPeak.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 func (c *counters) drop(which *atomic.Uint64, n int) {
@@ -130,6 +141,7 @@ func (c *counters) snapshot(queuePeak int64) DirStats {
 		WriteErrors:      c.writeErrs.Load(),
 		Stalls:           c.stalls.Load(),
 		QueuePeak:        queuePeak,
+		HeldPeak:         c.heldPeak.Load(),
 	}
 }
 

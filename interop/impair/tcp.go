@@ -386,6 +386,7 @@ func (pp *tcpPipe) admit(data []byte, timer *time.Timer) bool {
 	pp.seq++
 	pp.q.push(packet{buf: b, rel: rel, seq: pp.seq})
 	pp.bytes += n
+	pp.l.c.held(pp.bytes)
 	pp.mu.Unlock()
 	signal(pp.notEmpty)
 	return true

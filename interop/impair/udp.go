@@ -84,6 +84,7 @@ type udpDir struct {
 	fifo    ring    // in-order packets; release times never decrease
 	held    pktHeap // reordered packets
 	bytes   int64   // buffer capacity held in fifo and held
+	payload int64   // payload bytes held in fifo and held
 	seq     uint64
 	sleep   int64 // schedBusy, schedIdle, or the time the scheduler sleeps until
 }
@@ -397,6 +398,8 @@ func (d *udpDir) handle(f *udpFlow, data []byte, now int64) {
 		d.fifo.push(pk)
 	}
 	d.bytes += size
+	d.payload += int64(n)
+	d.c.held(d.payload)
 	wake := pk.rel < d.sleep
 	if wake {
 		d.sleep = pk.rel
@@ -428,6 +431,7 @@ func (d *udpDir) popDue(now int64) (packet, bool) {
 		return pk, false
 	}
 	d.bytes -= int64(cap(*pk.buf))
+	d.payload -= int64(len(*pk.buf))
 	return pk, true
 }
 
