@@ -1,0 +1,470 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/bpmux/bp/transport"
+)
+
+// rtt is the round-trip time of the rtt cases: 25 ms each way through the
+// impairment proxy.
+const rtt = 50 * time.Millisecond
+
+// timing holds every duration of a run; -quick shortens them.
+type timing struct {
+	reps, rttReps                   int
+	warm, measure                   time.Duration // loopback cases
+	rttRun, rttSkip, rttFinal       time.Duration // rtt50-1
+	resumeFlow, resumePause, resume time.Duration // resume-latency
+	stallFlow, stallHold            time.Duration // memory-under-stall
+	idleStreams, idleReps           int
+}
+
+var fullTiming = timing{
+	reps: 5, rttReps: 3,
+	warm: 500 * time.Millisecond, measure: 1500 * time.Millisecond,
+	rttRun: 4 * time.Second, rttSkip: time.Second, rttFinal: time.Second,
+	resumeFlow: time.Second, resumePause: 2500 * time.Millisecond, resume: 500 * time.Millisecond,
+	stallFlow: 500 * time.Millisecond, stallHold: 1500 * time.Millisecond,
+	idleStreams: 10000, idleReps: 2,
+}
+
+var quickTiming = timing{
+	reps: 1, rttReps: 1,
+	warm: 250 * time.Millisecond, measure: 500 * time.Millisecond,
+	rttRun: 2500 * time.Millisecond, rttSkip: time.Second, rttFinal: 750 * time.Millisecond,
+	resumeFlow: 600 * time.Millisecond, resumePause: time.Second, resume: 300 * time.Millisecond,
+	stallFlow: 300 * time.Millisecond, stallHold: 700 * time.Millisecond,
+	idleStreams: 10000, idleReps: 1,
+}
+
+// A caseDef runs one repetition of a case for one implementation and
+// records its metrics.
+type caseDef struct {
+	name string
+	rtt  bool // needs the impairment proxy
+	run  func(r *runner, im impl) error
+}
+
+var cases = []caseDef{
+	{name: "loopback-1", run: runLoopback1},
+	{name: "loopback-8", run: runLoopback8},
+	{name: "rtt50-1", rtt: true, run: runRTT50},
+	{name: "stall-isolation", run: runStallIsolation},
+	{name: "resume-latency", rtt: true, run: runResume},
+	{name: "idle-streams", run: runIdle},
+	{name: "memory-under-stall", run: runMemoryUnderStall},
+}
+
+// ---- one measurement ----
+
+type plan struct {
+	streams int
+	viaRTT  bool          // through the impairment proxy at 50 ms RTT
+	dur     time.Duration // from the start of writing to the server's reply
+	// stall returns the reader's pause for stream i, relative to the
+	// start (to == 0: none).
+	stall     func(i int) (from, to time.Duration)
+	chunk     int
+	logWrites bool
+	peak      bool // sample the server's heap
+}
+
+type outcome struct {
+	t0       int64 // when the writers started
+	replies  []*reply
+	logs     []*writeLog
+	base     int64 // server heap before the streams opened (after GC)
+	peakLive int64 // highest server heap after GC during the run
+	peakRaw  int64 // highest server heap sampled without GC
+}
+
+const writeChunk = 64 << 10
+
+var payload = make([]byte, writeChunk)
+
+func (r *runner) measure(im impl, p plan) (*outcome, error) {
+	ch, err := r.startChild(im, false)
+	if err != nil {
+		return nil, err
+	}
+	defer ch.stop()
+	addr := ch.addr
+	if p.viaRTT {
+		px, err := newDelayProxy(im.udp, addr, rtt/2)
+		if err != nil {
+			return nil, err
+		}
+		defer px.Close()
+		addr = px.Addr()
+	}
+	cl, err := r.dial(im, addr, ch.pin, opts{})
+	if err != nil {
+		return nil, err
+	}
+	var closeOnce sync.Once
+	closeClient := func() { closeOnce.Do(func() { cl.Close() }) }
+	defer closeClient()
+
+	out := &outcome{replies: make([]*reply, p.streams), logs: make([]*writeLog, p.streams)}
+	if p.peak {
+		if out.base, err = ch.callInt("mem", "mem", 1, 30*time.Second); err != nil {
+			return nil, err
+		}
+		if _, err := ch.call("peak-start", 5*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	streams := make([]interface {
+		Read([]byte) (int, error)
+		Write([]byte) (int, error)
+		Close() error
+	}, 0, p.streams)
+	for range p.streams {
+		st, err := cl.Open(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		streams = append(streams, st)
+	}
+	t0 := time.Now().Add(5 * time.Millisecond)
+	out.t0 = t0.UnixNano()
+	end := t0.Add(p.dur)
+	// The watchdog: whatever happens, the run ends 15 s after its end.
+	wd := time.AfterFunc(time.Until(end)+15*time.Second, closeClient)
+	defer wd.Stop()
+
+	var wg sync.WaitGroup
+	errs := make([]error, p.streams)
+	chunk := p.chunk
+	if chunk == 0 {
+		chunk = writeChunk
+	}
+	for i, st := range streams {
+		h := header{Mode: modeSink, Start: t0.UnixNano(), End: end.UnixNano(), SampleEvry: int64(10 * time.Millisecond)}
+		if p.stall != nil {
+			if from, to := p.stall(i); to > 0 {
+				h.StallFrom, h.StallTo = t0.Add(from).UnixNano(), t0.Add(to).UnixNano()
+			}
+		}
+		if p.logWrites {
+			out.logs[i] = &writeLog{times: make([]int64, 0, 1<<16)}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Until(t0))
+			out.replies[i], errs[i] = drive(st, h, chunk, payload, out.logs[i])
+		}()
+	}
+	wg.Wait()
+	if !wd.Stop() {
+		return nil, fmt.Errorf("%s: the run did not end within 15 s of its end (watchdog closed the session)", im.name)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if p.peak {
+		f, err := ch.call("peak-stop", 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if len(f) != 3 || f[0] != "peak" {
+			return nil, fmt.Errorf("server process: unexpected answer %q", f)
+		}
+		fmt.Sscan(f[1], &out.peakLive)
+		fmt.Sscan(f[2], &out.peakRaw)
+	}
+	return out, nil
+}
+
+func (r *runner) dial(im impl, addr, pin string, o opts) (client, error) {
+	tlsConf, err := transport.PinnedClientConfig(pin)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := im.dial(ctx, addr, tlsConf.Clone(), o)
+	if err != nil {
+		return nil, fmt.Errorf("%s: dial: %w", im.name, err)
+	}
+	return cl, nil
+}
+
+var _ = tls.VersionTLS13
+
+// rate returns the MB/s (1e6 bytes/s) a reply shows over [from, to].
+func rate(rp *reply, from, to int64) float64 {
+	return (rp.bytesAt(to) - rp.bytesAt(from)) / (float64(to-from) / 1e9) / 1e6
+}
+
+// ---- the cases ----
+
+func (r *runner) loopback(im impl, n int) ([]float64, error) {
+	t := r.t
+	o, err := r.measure(im, plan{streams: n, dur: t.warm + t.measure})
+	if err != nil {
+		return nil, err
+	}
+	from, to := o.t0+int64(t.warm), o.t0+int64(t.warm+t.measure)
+	per := make([]float64, n)
+	for i, rp := range o.replies {
+		per[i] = rate(rp, from, to)
+	}
+	return per, nil
+}
+
+func runLoopback1(r *runner, im impl) error {
+	per, err := r.loopback(im, 1)
+	if err != nil {
+		return err
+	}
+	r.record("loopback-1", im.name, "throughput", per[0])
+	return nil
+}
+
+func runLoopback8(r *runner, im impl) error {
+	per, err := r.loopback(im, 8)
+	if err != nil {
+		return err
+	}
+	sum, sq := 0.0, 0.0
+	for _, x := range per {
+		sum += x
+		sq += x * x
+	}
+	r.record("loopback-8", im.name, "throughput", sum)
+	if sq > 0 {
+		r.record("loopback-8", im.name, "jain", sum*sum/(float64(len(per))*sq))
+	}
+	return nil
+}
+
+func runRTT50(r *runner, im impl) error {
+	t := r.t
+	o, err := r.measure(im, plan{streams: 1, viaRTT: true, dur: t.rttRun})
+	if err != nil {
+		return err
+	}
+	rp := o.replies[0]
+	end := o.t0 + int64(t.rttRun)
+	r.record("rtt50-1", im.name, "throughput", rate(rp, o.t0+int64(t.rttSkip), end))
+	final := rate(rp, end-int64(t.rttFinal), end)
+	// time_to_90: the first instant at which the preceding 100 ms moved at
+	// least 90% of the final rate (the last rttFinal of the run).
+	const win = int64(100 * time.Millisecond)
+	for _, s := range rp.Samples {
+		at := s[0]
+		if at-win < o.t0 {
+			continue
+		}
+		if rate(rp, at-win, at) >= 0.9*final && final > 0 {
+			r.record("rtt50-1", im.name, "time_to_90", float64(at-o.t0)/1e9)
+			return nil
+		}
+	}
+	r.note("rtt50-1 %s: never reached 90%% of its final rate %.1f MB/s", im.name, final)
+	return nil
+}
+
+func runStallIsolation(r *runner, im impl) error {
+	t := r.t
+	dur := t.warm + t.measure
+	// Stream 0's reader stops halfway through the warm-up, once its window
+	// has grown, and stays stopped to the end; the other 7 keep reading.
+	withStall, err := r.measure(im, plan{streams: 8, dur: dur,
+		stall: func(i int) (time.Duration, time.Duration) {
+			if i == 0 {
+				return t.warm / 2, dur + time.Hour
+			}
+			return 0, 0
+		}})
+	if err != nil {
+		return err
+	}
+	alone, err := r.measure(im, plan{streams: 7, dur: dur})
+	if err != nil {
+		return err
+	}
+	sum := func(o *outcome, skip int) float64 {
+		s := 0.0
+		for i, rp := range o.replies {
+			if i >= skip {
+				s += rate(rp, o.t0+int64(t.warm), o.t0+int64(dur))
+			}
+		}
+		return s
+	}
+	with, base := sum(withStall, 1), sum(alone, 0)
+	r.record("stall-isolation", im.name, "throughput", with)
+	if base > 0 {
+		r.record("stall-isolation", im.name, "fraction", with/base)
+	}
+	return nil
+}
+
+func runResume(r *runner, im impl) error {
+	t := r.t
+	flow, pause := t.resumeFlow, t.resumePause
+	o, err := r.measure(im, plan{streams: 1, viaRTT: true, dur: flow + pause + t.resume, chunk: 16 << 10, logWrites: true,
+		stall: func(int) (time.Duration, time.Duration) { return flow, flow + pause }})
+	if err != nil {
+		return err
+	}
+	resumed := o.replies[0].Resumed
+	if r.verbose {
+		r.note("resume-latency %s: resumed at %.0f ms; %s", im.name, float64(resumed-o.t0)/1e6, describeWrites(o.logs[0].times, o.t0))
+	}
+	if resumed == 0 {
+		return fmt.Errorf("%s: the server's reader never resumed", im.name)
+	}
+	times := o.logs[0].times
+	i := sort.Search(len(times), func(i int) bool { return times[i] > resumed })
+	if i == len(times) {
+		r.note("resume-latency %s: the writer did not move after the reader resumed", im.name)
+		return nil
+	}
+	if i > 0 && resumed-times[i-1] < int64(2*rtt) {
+		r.note("resume-latency %s: the writer was not blocked when the reader resumed (last write %.0f ms before): its buffers outlast a %v pause",
+			im.name, float64(resumed-times[i-1])/1e6, pause)
+		return nil
+	}
+	r.record("resume-latency", im.name, "rtts", float64(times[i]-resumed)/float64(rtt))
+	return nil
+}
+
+func runIdle(r *runner, im impl) error {
+	n := r.t.idleStreams
+	ch, err := r.startChild(im, true)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	cl, err := r.dial(im, ch.addr, ch.pin, opts{manyStreams: true})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	hdr := header{Mode: modeIdle, SampleEvry: 1}.marshal()
+	open := func(k int) error {
+		for j := range k {
+			st, err := cl.Open(ctx)
+			if err != nil {
+				return fmt.Errorf("%s: open stream %d: %w", im.name, j, err)
+			}
+			if _, err := st.Write(hdr); err != nil {
+				return fmt.Errorf("%s: stream %d: write: %w", im.name, j, err)
+			}
+		}
+		return nil
+	}
+	wait := func(k int64) error {
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			f, err := ch.call("count", 10*time.Second)
+			if err != nil {
+				return err
+			}
+			var held, bad int64
+			fmt.Sscan(f[1], &held)
+			fmt.Sscan(f[2], &bad)
+			switch {
+			case bad > 0:
+				return fmt.Errorf("%s: the server saw %d broken streams", im.name, bad)
+			case held >= k:
+				return nil
+			case time.Now().After(deadline):
+				return fmt.Errorf("%s: only %d of %d idle streams arrived within 90 s", im.name, held, k)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// One stream first, so that the baseline has every per-session
+	// structure and code path warm; then the other n-1, for n in all.
+	if err := open(1); err != nil {
+		return err
+	}
+	if err := wait(1); err != nil {
+		return err
+	}
+	before, err := ch.callInt("mem", "mem", 1, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := open(n - 1); err != nil {
+		return err
+	}
+	if err := wait(int64(n)); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	after, err := ch.callInt("mem", "mem", 1, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	r.note("idle-streams %s: %d streams opened in %v", im.name, n, took.Round(time.Millisecond))
+	r.record("idle-streams", im.name, "bytes_per_stream", float64(after-before)/float64(n-1))
+	return nil
+}
+
+func runMemoryUnderStall(r *runner, im impl) error {
+	t := r.t
+	const n = 8
+	o, err := r.measure(im, plan{streams: n, dur: t.stallFlow + t.stallHold, peak: true,
+		stall: func(int) (time.Duration, time.Duration) { return t.stallFlow, t.stallFlow + t.stallHold + time.Hour }})
+	if err != nil {
+		return err
+	}
+	r.note("memory-under-stall %s: baseline %d, live peak %d, raw (no GC) peak %d bytes", im.name, o.base, o.peakLive, o.peakRaw)
+	r.record("memory-under-stall", im.name, "peak_heap_bytes", float64(o.peakLive-o.base))
+	r.record("memory-under-stall", im.name, "budget_bytes", float64(im.budget(n)))
+	return nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// describeWrites summarises a write log around [from, to] for -v.
+func describeWrites(times []int64, t0 int64) string {
+	var b []byte
+	last := t0
+	for _, t := range times {
+		if t-last > int64(20*time.Millisecond) {
+			b = fmt.Appendf(b, " gap %.0f-%.0f ms;", float64(last-t0)/1e6, float64(t-t0)/1e6)
+		}
+		last = t
+	}
+	hist := make([]int, 0, 64)
+	for _, t := range times {
+		i := int((t - t0) / int64(100*time.Millisecond))
+		for len(hist) <= i && len(hist) < 64 {
+			hist = append(hist, 0)
+		}
+		if i < len(hist) {
+			hist[i]++
+		}
+	}
+	return fmt.Sprintf("%d writes, last at %.0f ms; writes per 100 ms %v;%s", len(times), float64(last-t0)/1e6, hist, b)
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bpmux/bp/transport"
+)
+
+// The server side of every measurement runs in a child process: the bench
+// binary itself, re-executed with the hidden -serve flag. It prints
+// "ready <addr> <fingerprint>" on stdout, then answers one-line commands
+// from stdin (the control pipe):
+//
+//	mem          -> "mem <heap_inuse+stack_inuse after GC> <idle streams held>"
+//	count        -> "count <idle streams held> <bad streams>"
+//	peak-start   -> "ok"; every 25 ms samples HeapInuse+StackInuse, before
+//	                and after a forced GC
+//	peak-stop    -> "peak <highest after GC (live)> <highest before GC (raw)>"
+//	quit or EOF  -> exit
+
+func memNow(gc bool) int64 {
+	if gc {
+		runtime.GC()
+		runtime.GC()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse + ms.StackInuse)
+}
+
+func serveMain(implName string, many bool) error {
+	im, ok := implByName(implName)
+	if !ok {
+		return fmt.Errorf("unknown impl %q", implName)
+	}
+	cert, err := transport.SelfSigned("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	st := &serverState{}
+	srv, err := im.listen(cert, opts{manyStreams: many}, st.handle)
+	if err != nil {
+		return fmt.Errorf("%s: listen: %w", im.name, err)
+	}
+	defer srv.Close()
+	out := bufio.NewWriter(os.Stdout)
+	reply := func(format string, a ...any) {
+		fmt.Fprintf(out, format+"\n", a...)
+		out.Flush()
+	}
+	reply("ready %s %s", srv.Addr(), transport.Fingerprint(cert.Certificate[0]))
+
+	var peak, peakRaw atomic.Int64
+	var peakStop chan struct{}
+	var peakDone sync.WaitGroup
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		switch cmd := strings.TrimSpace(in.Text()); cmd {
+		case "mem":
+			reply("mem %d %d", memNow(true), st.nIdle.Load())
+		case "count":
+			reply("count %d %d", st.nIdle.Load(), st.nBad.Load())
+		case "peak-start":
+			if peakStop == nil {
+				peak.Store(memNow(true))
+				peakRaw.Store(peak.Load())
+				peakStop = make(chan struct{})
+				peakDone.Add(1)
+				go func(stop chan struct{}) {
+					defer peakDone.Done()
+					t := time.NewTicker(25 * time.Millisecond)
+					defer t.Stop()
+					for {
+						select {
+						case <-stop:
+							return
+						case <-t.C:
+							if m := memNow(false); m > peakRaw.Load() {
+								peakRaw.Store(m)
+							}
+							if m := memNow(true); m > peak.Load() {
+								peak.Store(m)
+							}
+						}
+					}
+				}(peakStop)
+			}
+			reply("ok")
+		case "peak-stop":
+			if peakStop != nil {
+				close(peakStop)
+				peakDone.Wait()
+				peakStop = nil
+			}
+			reply("peak %d %d", peak.Load(), peakRaw.Load())
+		case "quit":
+			return nil
+		default:
+			reply("error unknown command %q", cmd)
+		}
+	}
+	return nil
+}
+
+// child is the parent's handle on a server process.
+type child struct {
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Reader
+	addr string
+	pin  string
+}
+
+func startChild(implName string, many bool, extra []string) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"-serve", "-impl", implName}, extra...)
+	if many {
+		args = append(args, "-many")
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start server process: %w", err)
+	}
+	c := &child{cmd: cmd, in: in, out: bufio.NewReader(outPipe)}
+	f, err := c.call("", 10*time.Second)
+	if err != nil || len(f) != 3 || f[0] != "ready" {
+		c.stop()
+		return nil, fmt.Errorf("server process for %s did not start: %v %q", implName, err, f)
+	}
+	c.addr, c.pin = f[1], f[2]
+	return c, nil
+}
+
+// call sends a command (none if empty) and reads one reply line, as fields.
+func (c *child) call(cmd string, timeout time.Duration) ([]string, error) {
+	if cmd != "" {
+		if _, err := io.WriteString(c.in, cmd+"\n"); err != nil {
+			return nil, fmt.Errorf("server process: %w", err)
+		}
+	}
+	type res struct {
+		line string
+		err  error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		l, err := c.out.ReadString('\n')
+		ch <- res{l, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("server process: %q: %w", cmd, r.err)
+		}
+		return strings.Fields(r.line), nil
+	case <-time.After(timeout):
+		c.stop() // the reader goroutine ends with the pipe
+		return nil, fmt.Errorf("server process: no answer to %q within %v", cmd, timeout)
+	}
+}
+
+func (c *child) callInt(cmd, want string, idx int, timeout time.Duration) (int64, error) {
+	f, err := c.call(cmd, timeout)
+	if err != nil {
+		return 0, err
+	}
+	if len(f) <= idx || f[0] != want {
+		return 0, fmt.Errorf("server process: unexpected answer %q to %q", f, cmd)
+	}
+	return strconv.ParseInt(f[idx], 10, 64)
+}
+
+// stop ends the child: quit, then kill if it lingers.
+func (c *child) stop() {
+	io.WriteString(c.in, "quit\n")
+	c.in.Close()
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		c.cmd.Process.Kill()
+		<-done
+	}
+}
