@@ -20,7 +20,7 @@ func BenchmarkUDPForward(b *testing.B) {
 		window int
 	}{
 		{"zero", Direction{}, 256},
-		{"delay25ms", Direction{Delay: 25 * time.Millisecond}, 2048},
+		{"delay25ms", Direction{Delay: 25 * time.Millisecond}, 4096},
 		{"jitter-reorder", Direction{Delay: 5 * time.Millisecond, Jitter: time.Millisecond, Reorder: 0.01}, 1024},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
@@ -86,5 +86,6 @@ func benchForward(b *testing.B, d Direction, window int) {
 	b.StopTimer()
 	lost = int64(b.N) - recv.Load()
 	b.ReportMetric(float64(lost)/float64(b.N), "lost/op")
+	b.ReportMetric(float64(p.Stats().Up.Dropped())/float64(b.N), "proxydrops/op")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
 }

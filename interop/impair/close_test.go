@@ -1,7 +1,6 @@
 package impair
 
 import (
-	"io"
 	"runtime"
 	"testing"
 	"time"
@@ -74,5 +73,4 @@ func TestCloseEndsGoroutines(t *testing.T) {
 	if st := tp.Stats(); st.Flows != 0 {
 		t.Errorf("TCP flows after Close: %d", st.Flows)
 	}
-	_ = io.EOF
 }

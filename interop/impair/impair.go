@@ -63,6 +63,32 @@ type Direction struct {
 	Queue int
 }
 
+// String formats d on one line, leaving out what does not apply.
+func (d Direction) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "delay=%v", d.Delay)
+	if d.Jitter != 0 {
+		fmt.Fprintf(&b, " jitter=%v", d.Jitter)
+	}
+	if d.Loss != 0 {
+		fmt.Fprintf(&b, " loss=%g", d.Loss)
+	}
+	if d.Reorder != 0 {
+		fmt.Fprintf(&b, " reorder=%g", d.Reorder)
+		if d.ReorderBy != 0 {
+			fmt.Fprintf(&b, " reorder-by=%v", d.ReorderBy)
+		}
+	}
+	if d.Rate != 0 {
+		q := d.Queue
+		if q == 0 {
+			q = DefaultQueue(d.Rate)
+		}
+		fmt.Fprintf(&b, " rate=%dB/s queue=%dB", d.Rate, q)
+	}
+	return b.String()
+}
+
 // Config impairs both directions of a proxy.
 type Config struct {
 	// Up impairs client -> server traffic.
