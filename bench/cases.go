@@ -39,7 +39,7 @@ var fullTiming = timing{
 var quickTiming = timing{
 	reps: 1, rttReps: 1,
 	warm: 250 * time.Millisecond, measure: 500 * time.Millisecond,
-	rttRun: 2500 * time.Millisecond, rttSkip: time.Second, rttFinal: 750 * time.Millisecond,
+	rttRun: 2 * time.Second, rttSkip: time.Second, rttFinal: 500 * time.Millisecond,
 	resumeFlow: 600 * time.Millisecond, resumePause: time.Second, resume: 300 * time.Millisecond,
 	stallFlow: 300 * time.Millisecond, stallHold: 700 * time.Millisecond,
 	idleStreams: 10000, idleReps: 1,
@@ -51,6 +51,8 @@ type caseDef struct {
 	name string
 	rtt  bool // needs the impairment proxy
 	run  func(r *runner, im impl) error
+	// runAll, if set, runs one repetition for all implementations at once.
+	runAll func(r *runner, ims []impl) error
 }
 
 var cases = []caseDef{
@@ -59,7 +61,7 @@ var cases = []caseDef{
 	{name: "rtt50-1", rtt: true, run: runRTT50},
 	{name: "stall-isolation", run: runStallIsolation},
 	{name: "resume-latency", rtt: true, run: runResume},
-	{name: "idle-streams", run: runIdle},
+	{name: "idle-streams", runAll: runIdleAll},
 	{name: "memory-under-stall", run: runMemoryUnderStall},
 }
 
@@ -343,29 +345,92 @@ func runResume(r *runner, im impl) error {
 	return nil
 }
 
-func runIdle(r *runner, im impl) error {
+// idleSettle is how long the idle streams sit before the heap is read:
+// longer than any implementation's release of a quiet stream's buffers
+// (ours drops a stream's receive buffer after 2 s without data, checked
+// every second).
+const idleSettle = 3500 * time.Millisecond
+
+type idleRun struct {
+	im     impl
+	ch     *child
+	cl     client
+	before int64 // server heap with one stream open
+	// the same, split, and the goroutines
+	heapBefore, stackBefore, gBefore int64
+	opened                           int64 // server heap right after the n streams arrived
+}
+
+func (x *idleRun) close() {
+	if x.cl != nil {
+		x.cl.Close()
+	}
+	if x.ch != nil {
+		x.ch.stop()
+	}
+}
+
+// runIdleAll runs one repetition of idle-streams for every
+// implementation: each opens its streams (one after another), then all sit
+// idle together for idleSettle, then each server's heap is read. Each
+// server is a process of its own, so their heaps do not mix.
+func runIdleAll(r *runner, ims []impl) error {
+	runs := make([]*idleRun, 0, len(ims))
+	defer func() {
+		for _, x := range runs {
+			x.close()
+		}
+	}()
+	for _, im := range ims {
+		x := &idleRun{im: im}
+		runs = append(runs, x)
+		if err := r.idleOpen(x); err != nil {
+			return fmt.Errorf("%s: %w", im.name, err)
+		}
+	}
+	time.Sleep(idleSettle)
 	n := r.t.idleStreams
-	ch, err := r.startChild(im, true)
-	if err != nil {
+	for _, x := range runs {
+		f, err := x.ch.call("mem", 30*time.Second)
+		if err != nil {
+			return fmt.Errorf("%s: %w", x.im.name, err)
+		}
+		var after, heap, stack, gs int64
+		if len(f) != 6 || f[0] != "mem" {
+			return fmt.Errorf("%s: server process: unexpected answer %q", x.im.name, f)
+		}
+		fmt.Sscan(f[1], &after)
+		fmt.Sscan(f[3], &heap)
+		fmt.Sscan(f[4], &stack)
+		fmt.Sscan(f[5], &gs)
+		d := func(v, base int64) float64 { return float64(v-base) / float64(n-1) }
+		r.note("idle-streams %s: %.0f bytes per stream right after opening, %.0f after %v idle (heap %.0f + stack %.0f; %.2f goroutines per stream)",
+			x.im.name, d(x.opened, x.before), d(after, x.before), idleSettle, d(heap, x.heapBefore), d(stack, x.stackBefore), d(gs, x.gBefore))
+		r.record("idle-streams", x.im.name, "bytes_per_stream", float64(after-x.before)/float64(n-1))
+	}
+	return nil
+}
+
+func (r *runner) idleOpen(x *idleRun) error {
+	n, im := r.t.idleStreams, x.im
+	var err error
+	if x.ch, err = r.startChild(im, true); err != nil {
 		return err
 	}
-	defer ch.stop()
-	cl, err := r.dial(im, ch.addr, ch.pin, opts{manyStreams: true})
-	if err != nil {
+	if x.cl, err = r.dial(im, x.ch.addr, x.ch.pin, opts{manyStreams: true}); err != nil {
 		return err
 	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	hdr := header{Mode: modeIdle, SampleEvry: 1}.marshal()
 	open := func(k int) error {
 		for j := range k {
-			st, err := cl.Open(ctx)
+			st, err := x.cl.Open(ctx)
 			if err != nil {
-				return fmt.Errorf("%s: open stream %d: %w", im.name, j, err)
+				return fmt.Errorf("open stream %d: %w", j, err)
 			}
 			if _, err := st.Write(hdr); err != nil {
-				return fmt.Errorf("%s: stream %d: write: %w", im.name, j, err)
+				return fmt.Errorf("stream %d: write: %w", j, err)
 			}
 		}
 		return nil
@@ -373,7 +438,7 @@ func runIdle(r *runner, im impl) error {
 	wait := func(k int64) error {
 		deadline := time.Now().Add(90 * time.Second)
 		for {
-			f, err := ch.call("count", 10*time.Second)
+			f, err := x.ch.call("count", 10*time.Second)
 			if err != nil {
 				return err
 			}
@@ -382,11 +447,11 @@ func runIdle(r *runner, im impl) error {
 			fmt.Sscan(f[2], &bad)
 			switch {
 			case bad > 0:
-				return fmt.Errorf("%s: the server saw %d broken streams", im.name, bad)
+				return fmt.Errorf("the server saw %d broken streams", bad)
 			case held >= k:
 				return nil
 			case time.Now().After(deadline):
-				return fmt.Errorf("%s: only %d of %d idle streams arrived within 90 s", im.name, held, k)
+				return fmt.Errorf("only %d of %d idle streams arrived within 90 s", held, k)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -399,10 +464,17 @@ func runIdle(r *runner, im impl) error {
 	if err := wait(1); err != nil {
 		return err
 	}
-	before, err := ch.callInt("mem", "mem", 1, 30*time.Second)
+	f, err := x.ch.call("mem", 30*time.Second)
 	if err != nil {
 		return err
 	}
+	if len(f) != 6 || f[0] != "mem" {
+		return fmt.Errorf("server process: unexpected answer %q", f)
+	}
+	fmt.Sscan(f[1], &x.before)
+	fmt.Sscan(f[3], &x.heapBefore)
+	fmt.Sscan(f[4], &x.stackBefore)
+	fmt.Sscan(f[5], &x.gBefore)
 	start := time.Now()
 	if err := open(n - 1); err != nil {
 		return err
@@ -411,12 +483,10 @@ func runIdle(r *runner, im impl) error {
 		return err
 	}
 	took := time.Since(start)
-	after, err := ch.callInt("mem", "mem", 1, 30*time.Second)
-	if err != nil {
+	if x.opened, err = x.ch.callInt("mem", "mem", 1, 30*time.Second); err != nil {
 		return err
 	}
 	r.note("idle-streams %s: %d streams opened in %v", im.name, n, took.Round(time.Millisecond))
-	r.record("idle-streams", im.name, "bytes_per_stream", float64(after-before)/float64(n-1))
 	return nil
 }
 

@@ -35,3 +35,16 @@ func newDelayProxy(udp bool, target string, oneWay time.Duration) (proxy, error)
 	}
 	return newTCPProxy(target, oneWay)
 }
+
+type tcpProxy struct{ p *impair.TCPProxy }
+
+func (t tcpProxy) Addr() string { return t.p.Addr().String() }
+func (t tcpProxy) Close() error { return t.p.Close() }
+
+func newTCPProxy(target string, oneWay time.Duration) (proxy, error) {
+	p, err := impair.NewTCP("127.0.0.1:0", target, delayConfig(oneWay))
+	if err != nil {
+		return nil, err
+	}
+	return tcpProxy{p}, nil
+}

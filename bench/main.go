@@ -98,7 +98,7 @@ func run() error {
 	reps := flag.Int("reps", 0, "repetitions per case (default 5, 1 with -quick; rtt cases fewer)")
 	verbose := flag.Bool("v", false, "print every repetition's results and notes to stderr as they come")
 	cpuProf := flag.String("cpuprofile", "", "write a CPU profile of the client to this file, and of each server process to file.server.N")
-	memProf := flag.String("memprofile", "", "write an allocation profile (client, and file.server.N)")
+	memProf := flag.String("memprofile", "", "write an allocation profile (client, and file.server.N); server processes also write their heap at each memory reading to file.server.N.memK")
 	mutexProf := flag.String("mutexprofile", "", "write a mutex contention profile (client, and file.server.N)")
 	serve := flag.Bool("serve", false, "internal: run as the server process")
 	serveImpl := flag.String("impl", "", "internal: the server process's implementation")
@@ -122,7 +122,7 @@ func run() error {
 		}
 	}()
 	if *serve {
-		return serveMain(*serveImpl, *many)
+		return serveMain(*serveImpl, *many, *memProf)
 	}
 
 	r := &runner{t: fullTiming, verbose: *verbose, values: map[key][]float64{}}
@@ -157,6 +157,15 @@ func run() error {
 		}
 		cstart := time.Now()
 		for rep := range n { // interleaved: A, B, C, A, B, C, ...
+			if c.runAll != nil {
+				if r.verbose {
+					fmt.Fprintf(os.Stderr, "%s rep %d/%d\n", c.name, rep+1, n)
+				}
+				if err := c.runAll(r, selImpls); err != nil {
+					return fmt.Errorf("%s: %w", c.name, err)
+				}
+				continue
+			}
 			for _, im := range selImpls {
 				if r.verbose {
 					fmt.Fprintf(os.Stderr, "%s %s rep %d/%d\n", c.name, im.name, rep+1, n)

@@ -21,7 +21,8 @@ import (
 // "ready <addr> <fingerprint>" on stdout, then answers one-line commands
 // from stdin (the control pipe):
 //
-//	mem          -> "mem <heap_inuse+stack_inuse after GC> <idle streams held>"
+//	mem          -> "mem <heap_inuse+stack_inuse after GC> <idle streams held>
+//	                <heap_inuse> <stack_inuse> <goroutines>"
 //	count        -> "count <idle streams held> <bad streams>"
 //	peak-start   -> "ok"; every 25 ms samples HeapInuse+StackInuse, before
 //	                and after a forced GC
@@ -38,7 +39,7 @@ func memNow(gc bool) int64 {
 	return int64(ms.HeapInuse + ms.StackInuse)
 }
 
-func serveMain(implName string, many bool) error {
+func serveMain(implName string, many bool, heapProfile string) error {
 	im, ok := implByName(implName)
 	if !ok {
 		return fmt.Errorf("unknown impl %q", implName)
@@ -63,11 +64,19 @@ func serveMain(implName string, many bool) error {
 	var peak, peakRaw atomic.Int64
 	var peakStop chan struct{}
 	var peakDone sync.WaitGroup
+	nMem := 0
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		switch cmd := strings.TrimSpace(in.Text()); cmd {
 		case "mem":
-			reply("mem %d %d", memNow(true), st.nIdle.Load())
+			m := memNow(true)
+			if heapProfile != "" { // the live heap at this moment, for pprof
+				nMem++
+				writeProfile("heap", fmt.Sprintf("%s.mem%d", heapProfile, nMem))
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			reply("mem %d %d %d %d %d", m, st.nIdle.Load(), ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine())
 		case "count":
 			reply("count %d %d", st.nIdle.Load(), st.nBad.Load())
 		case "peak-start":
