@@ -42,7 +42,9 @@ type Direction struct {
 	Delay time.Duration
 	// Jitter adds a uniform random extra delay in [0, Jitter). It never
 	// reorders packets by itself: a packet leaves no earlier than the one
-	// ahead of it.
+	// ahead of it. So packets closer together than Jitter bunch up behind
+	// the most delayed one, and at high packet rates the delay tends to
+	// Delay + Jitter.
 	Jitter time.Duration
 	// Loss is the probability in [0, 1] that a UDP packet is dropped. It is
 	// ignored for TCP.

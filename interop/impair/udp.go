@@ -235,6 +235,7 @@ func (p *UDPProxy) readClients() {
 		f := last
 		if f == nil || f.client != addr || f.closed.Load() {
 			if f = p.flow(addr, now); f == nil {
+				p.up.c.writeErrs.Add(1) // no upstream socket
 				continue
 			}
 			last = f
