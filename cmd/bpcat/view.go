@@ -9,9 +9,13 @@ import (
 	"github.com/bpmux/bp/mux"
 )
 
-// viewInterval is how often the live view refreshes on a terminal; a
-// non-terminal gets one line a second.
-const viewInterval = 250 * time.Millisecond
+// viewInterval is how often the view samples the counters and refreshes
+// the live line on a terminal; a non-terminal gets a line every
+// nonTTYEvery samples.
+const (
+	viewInterval = 250 * time.Millisecond
+	nonTTYEvery  = 4
+)
 
 // view is the live window view: a line on stderr refreshed a few times a
 // second while the transfer runs, and a one-line summary at the end.
@@ -21,40 +25,36 @@ type view struct {
 	sample func() (mux.StreamStats, bool) // the stream's counters; false: none yet
 	start  time.Time
 
+	live bool
+
 	stop chan struct{}
 	done chan struct{}
 
-	mu       sync.Mutex // guards peakLag
-	peakLag  uint64     // the most ever in flight
-	lastLine int        // length of the last line drawn, to blank it
+	mu      sync.Mutex // guards peakLag
+	peakLag uint64     // the most ever seen in flight
 }
 
-// startView starts the live view on w if live is set; sample returns the
-// current counters. The returned view's finish ends it.
+// startView starts sampling the counters (sample returns them, or false
+// if there are none yet) and, if live is set, shows them on w. The
+// returned view's finish ends it.
 func startView(w io.Writer, tty, live bool, sample func() (mux.StreamStats, bool)) *view {
-	v := &view{w: w, tty: tty, sample: sample, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
-	if !live {
-		close(v.done)
-		return v
-	}
+	v := &view{w: w, tty: tty, live: live, sample: sample, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
 	go v.loop()
 	return v
 }
 
+// loop samples until finish, drawing the live line if asked to.
 func (v *view) loop() {
 	defer close(v.done)
-	every := viewInterval
-	if !v.tty {
-		every = time.Second
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(viewInterval)
 	defer t.Stop()
 	var prev mux.StreamStats
 	prevT := time.Now()
-	for {
+	drawn := false
+	for n := 1; ; n++ {
 		select {
 		case <-v.stop:
-			if v.tty && v.lastLine > 0 {
+			if drawn && v.tty {
 				fmt.Fprint(v.w, "\r\x1b[K")
 			}
 			return
@@ -64,15 +64,17 @@ func (v *view) loop() {
 				continue
 			}
 			v.notePeak(st.ConsumerLag)
-			dt := now.Sub(prevT).Seconds()
-			line := v.line(st, prev, dt, now.Sub(v.start))
+			if !v.live || (!v.tty && n%nonTTYEvery != 0) {
+				continue
+			}
+			line := v.line(st, prev, now.Sub(prevT).Seconds(), now.Sub(v.start))
 			prev, prevT = st, now
 			if v.tty {
 				fmt.Fprintf(v.w, "\r%s\x1b[K", line)
 			} else {
 				fmt.Fprintln(v.w, line)
 			}
-			v.lastLine = len(line)
+			drawn = true
 		}
 	}
 }
