@@ -284,3 +284,7 @@ func TestPinning(t *testing.T) {
 	assert.Zero(t, n, "bytes reached the listener")
 	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
 }
+
+// TestRelayHoldsProducer: the same across a relay: the producer is held
+// within a window per hop, the relay's memory stays flat, data intact.
+func TestRelayHoldsProducer(t *testing.T) { stalledPipeline(t, true) }

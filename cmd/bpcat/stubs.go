@@ -5,7 +5,6 @@ import (
 	"errors"
 )
 
-func runRelay(ctx context.Context, e *env, args []string) error { return errors.New("todo") }
 func runBench(ctx context.Context, e *env, args []string) error { return errors.New("todo") }
 func runPlot(ctx context.Context, e *env, args []string) error  { return errors.New("todo") }
 func runDemo(ctx context.Context, e *env, args []string) error  { return errors.New("todo") }

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/bpmux/bp"
+	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/mux"
+	"github.com/bpmux/bp/trace"
+)
+
+// relay forwards every stream of every accepted session to a stream of
+// its own session to the upstream. Its memory per stream is the windows it
+// grants plus one copy buffer per direction: it reads a stream only as
+// fast as the other hop's credit lets it write, so backpressure crosses
+// the hop.
+type relay struct {
+	e        *env
+	upstream string
+	tlsConf  *tls.Config
+	ver      *verifier
+	downCfg  *mux.Config
+	upCfg    *mux.Config
+	timeout  time.Duration
+	quiet    bool
+
+	logMu sync.Mutex // one log line at a time
+}
+
+// runRelay is `bpcat relay`.
+func runRelay(ctx context.Context, e *env, args []string) error {
+	var wf windowFlags
+	var st serverTLS
+	var ct clientTLS
+	var traceFile string
+	var quiet bool
+	var timeout time.Duration
+	fs := newFlagSet(e, "relay", "[flags] LISTEN_ADDR UPSTREAM_ADDR")
+	wf.register(fs)
+	st.register(fs)
+	ct.register(fs, "the upstream")
+	fs.StringVar(&traceFile, "trace", "", "write every flow-control event of both hops to `FILE` as JSON lines")
+	fs.BoolVar(&quiet, "quiet", false, "do not log sessions and streams")
+	registerTimeout(fs, &timeout)
+	rest, err := fs.parse(args, 2, 2)
+	if err != nil {
+		return err
+	}
+	listenHost, err := splitHost("listen address", rest[0])
+	if err != nil {
+		return err
+	}
+	upHost, err := splitHost("upstream address", rest[1])
+	if err != nil {
+		return err
+	}
+	tlsConf, ver, err := ct.config(e.stderr, upHost)
+	if err != nil {
+		return err
+	}
+	var downHook, upHook func(mux.Event)
+	var tw *trace.Writer
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err != nil {
+			return fmt.Errorf("--trace: %w", err)
+		}
+		tw = trace.NewWriter(f, time.Now())
+		downHook, upHook = tw.Hook("relay-down"), tw.Hook("relay-up")
+	}
+	r := &relay{e: e, upstream: rest[1], tlsConf: tlsConf, ver: ver, timeout: timeout, quiet: quiet}
+	if r.downCfg, err = wf.config(downHook); err == nil {
+		r.upCfg, err = wf.config(upHook)
+	}
+	if err == nil {
+		err = r.serve(ctx, &st, rest[0], listenHost)
+	}
+	if tw != nil {
+		if terr := tw.Close(); err == nil {
+			err = terr
+		}
+	}
+	return err
+}
+
+func (r *relay) logf(format string, a ...any) {
+	if r.quiet {
+		return
+	}
+	r.logMu.Lock()
+	fmt.Fprintf(r.e.stderr, format+"\n", a...)
+	r.logMu.Unlock()
+}
+
+// serve accepts sessions until ctx is done.
+func (r *relay) serve(ctx context.Context, st *serverTLS, addr, host string) error {
+	tlsConf, fp, err := st.config(host)
+	if err != nil {
+		return err
+	}
+	ln, err := bp.Listen(addr, tlsConf, r.downCfg)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	defer ln.Close()
+	fmt.Fprintf(r.e.stderr, "fingerprint %s\nlistening on %s\n", fp, ln.Addr())
+	r.logf("relaying to %s", r.upstream)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		down, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted: a relay's normal end
+			}
+			return describe("accept", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.session(ctx, down)
+		}()
+	}
+}
+
+// session relays one accepted session: one upstream session, a stream
+// upstream for every stream accepted.
+func (r *relay) session(ctx context.Context, down *mux.Session) {
+	defer down.Close()
+	up, err := dial(ctx, r.upstream, r.tlsConf, r.ver, r.upCfg, r.timeout)
+	if err != nil {
+		r.logf("relay: session refused: upstream: %v", oneLine(err))
+		down.CloseWithError(framing.InternalError, "relay: upstream unavailable")
+		return
+	}
+	r.logf("session: relaying to %s", r.upstream)
+	var wg sync.WaitGroup
+	for {
+		s, err := down.Accept(ctx)
+		if err != nil {
+			break // the client closed the session (or ctx is done)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.stream(ctx, s, up)
+		}()
+	}
+	wg.Wait()
+	closeAsDialler(ctx, up)
+}
+
+// stream relays one stream both ways through one copy buffer per
+// direction. Each direction ends by half-closing the other hop and
+// waiting until that hop consumed everything.
+func (r *relay) stream(ctx context.Context, ds *mux.Stream, up *mux.Session) {
+	octx, cancel := context.WithTimeout(ctx, r.timeout)
+	us, err := up.Open(octx)
+	cancel()
+	if err != nil {
+		r.logf("relay: stream %d: open upstream: %v", ds.ID(), oneLine(err))
+		ds.Reset(framing.RefusedStream)
+		return
+	}
+	ctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	forward := func(dst, src *mux.Stream, what string) {
+		n, err := copyData(ctx, dst, src, 0)
+		if err == nil {
+			dst.CloseWrite()
+			err = dst.WaitConsumed(ctx)
+		}
+		if err != nil {
+			err = fmt.Errorf("%s after %s: %w", what, formatSize(uint64(n)), err)
+		}
+		errs <- err
+	}
+	go forward(us, ds, "to upstream")
+	go forward(ds, us, "from upstream")
+	var first error
+	for range 2 {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			// Abort both hops, which ends the other direction too.
+			code := framing.Cancel
+			var se *mux.StreamError
+			if errors.As(err, &se) {
+				code = se.Code
+			}
+			ds.Reset(code)
+			us.Reset(code)
+		}
+	}
+	dst, ust := ds.Stats(), us.Stats()
+	if first != nil {
+		r.logf("relay: stream %d aborted: %v", ds.ID(), oneLine(first))
+		return
+	}
+	r.logf("stream %d: %s to upstream, %s back; held at most one window per hop (stalls: %d downstream, %d upstream)",
+		ds.ID(), formatSize(ust.BytesSent), formatSize(dst.BytesSent), dst.Stalls, ust.Stalls)
+}
+
