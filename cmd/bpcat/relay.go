@@ -206,4 +206,3 @@ func (r *relay) stream(ctx context.Context, ds *mux.Stream, up *mux.Session) {
 	r.logf("stream %d: %s to upstream, %s back; held at most one window per hop (stalls: %d downstream, %d upstream)",
 		ds.ID(), formatSize(ust.BytesSent), formatSize(dst.BytesSent), dst.Stalls, ust.Stalls)
 }
-
