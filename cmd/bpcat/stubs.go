@@ -5,6 +5,5 @@ import (
 	"errors"
 )
 
-func runBench(ctx context.Context, e *env, args []string) error { return errors.New("todo") }
-func runPlot(ctx context.Context, e *env, args []string) error  { return errors.New("todo") }
-func runDemo(ctx context.Context, e *env, args []string) error  { return errors.New("todo") }
+func runPlot(ctx context.Context, e *env, args []string) error { return errors.New("todo") }
+func runDemo(ctx context.Context, e *env, args []string) error { return errors.New("todo") }

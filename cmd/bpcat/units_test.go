@@ -138,8 +138,10 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"listen", "--window", "1KiB", "127.0.0.1:0"}, "below the protocol minimum", exitUsage},
 		{[]string{"listen", "--cert", "x.pem", "127.0.0.1:0"}, "--cert and --key go together", exitUsage},
 		{[]string{"listen", "256.1.1.1:0"}, "listen on 256.1.1.1:0", exitError},
-		// TODO {[]string{"relay", "127.0.0.1:0"}, "missing arguments", exitUsage},
-		// TODO {[]string{"bench"}, "missing arguments", exitUsage},
+		{[]string{"relay", "127.0.0.1:0"}, "missing arguments", exitUsage},
+		{[]string{"bench"}, "missing arguments", exitUsage},
+		{[]string{"bench", "-P", "0", "127.0.0.1:1"}, "-P 0", exitUsage},
+		{[]string{"bench", "-l", "127.0.0.1:0", "127.0.0.1:1"}, "give one of them", exitUsage},
 		// TODO {[]string{"plot", "missing.jsonl"}, "-o", exitUsage},
 		// TODO {[]string{"plot", "-o", "x.gif", "missing.jsonl"}, ".svg or .png", exitUsage},
 	} {
