@@ -17,6 +17,8 @@ type flagSet struct {
 	*flag.FlagSet
 	cmd, args string
 	help      io.Writer
+	// trailing allows flags after the positional arguments.
+	trailing bool
 }
 
 func newFlagSet(e *env, cmd, args string) *flagSet {
@@ -37,7 +39,7 @@ func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
 	}
 	rest := fs.Args()
 	for _, a := range rest {
-		if strings.HasPrefix(a, "-") && len(a) > 1 {
+		if !fs.trailing && strings.HasPrefix(a, "-") && len(a) > 1 {
 			return nil, usageErrorf("flag %s after the arguments: flags go before positional arguments", a)
 		}
 	}

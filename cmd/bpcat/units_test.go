@@ -142,8 +142,9 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"bench"}, "missing arguments", exitUsage},
 		{[]string{"bench", "-P", "0", "127.0.0.1:1"}, "-P 0", exitUsage},
 		{[]string{"bench", "-l", "127.0.0.1:0", "127.0.0.1:1"}, "give one of them", exitUsage},
-		// TODO {[]string{"plot", "missing.jsonl"}, "-o", exitUsage},
-		// TODO {[]string{"plot", "-o", "x.gif", "missing.jsonl"}, ".svg or .png", exitUsage},
+		{[]string{"plot", "missing.jsonl"}, "-o", exitUsage},
+		{[]string{"plot", "-o", "x.gif", "missing.jsonl"}, ".svg or .png", exitUsage},
+		{[]string{"plot", "missing.jsonl", "-o", "x.svg"}, "no such file", exitError},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
