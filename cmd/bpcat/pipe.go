@@ -116,6 +116,7 @@ func listen(ctx context.Context, e *env, pf *pipeFlags, st *serverTLS, cfg *mux.
 		return describe("accept stream", err)
 	}
 	if err := pipeStream(ctx, e, s, pf); err != nil {
+		sess.CloseWithError(framing.Cancel, "bpcat: "+oneLine(err)) // tell the peer why
 		return err
 	}
 	closeAsListener(ctx, sess)
@@ -165,6 +166,7 @@ func connect(ctx context.Context, e *env, pf *pipeFlags, tlsConf *tls.Config, ve
 		return describe("open stream", err)
 	}
 	if err := pipeStream(ctx, e, s, pf); err != nil {
+		sess.CloseWithError(framing.Cancel, "bpcat: "+oneLine(err)) // tell the peer why
 		return err
 	}
 	closeAsDialler(ctx, sess)
@@ -229,12 +231,14 @@ func pipeStream(ctx context.Context, e *env, s *mux.Stream, pf *pipeFlags) error
 		select {
 		case err = <-sendDone:
 		case err = <-recvDone:
+		case <-ctx.Done(): // interrupted: Reads and Writes do not watch ctx
+			err = errors.New("interrupted")
 		}
 	}
 	if err != nil {
 		finished.Store(true)
 		s.Reset(framing.Cancel) // unblock the other direction
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		if ctx.Err() != nil {
 			err = errors.New("interrupted")
 		}
 	}
