@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -325,7 +326,7 @@ func runResume(r *runner, im impl) error {
 	}
 	resumed := o.replies[0].Resumed
 	if r.verbose {
-		r.note("resume-latency %s: resumed at %.0f ms; %s", im.name, float64(resumed-o.t0)/1e6, describeWrites(o.logs[0].times, o.t0))
+		fmt.Fprintf(os.Stderr, "  resume-latency %s: resumed at %.0f ms; %s\n", im.name, float64(resumed-o.t0)/1e6, describeWrites(o.logs[0].times, o.t0))
 	}
 	if resumed == 0 {
 		return fmt.Errorf("%s: the server's reader never resumed", im.name)
