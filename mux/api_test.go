@@ -298,3 +298,43 @@ func TestWaitConsumedLearnsOfDiscardedData(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownDeliversEverything: the side that shuts down right after its
+// stream finished does not cut off the frames still in transit: the peer's
+// WaitConsumed succeeds, then the peer closes the session, and Shutdown
+// returns without waiting out its linger.
+func TestShutdownDeliversEverything(t *testing.T) {
+	for i := range 5 {
+		p := newPair(t, nil, nil)
+		c, s := p.openPair(t)
+		const size = 1 << 20
+		go func() {
+			_, err := c.Write(make([]byte, size))
+			if err == nil {
+				c.CloseWrite()
+			}
+		}()
+		n, err := io.Copy(io.Discard, s)
+		require.NoError(t, err)
+		require.Equal(t, int64(size), n)
+		require.NoError(t, s.Close())
+
+		shut := make(chan error, 1)
+		go func() { shut <- p.server.Shutdown(ctxT(t)) }()
+		require.NoError(t, c.WaitConsumed(ctxT(t)), "round %d", i)
+		_, err = c.Read(make([]byte, 1))
+		require.ErrorIs(t, err, io.EOF)
+		select {
+		case <-p.client.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the client did not close after GOAWAY with no streams left")
+		}
+		var se *SessionError
+		require.ErrorAs(t, p.client.Err(), &se)
+		assert.Equal(t, framing.NoError, se.Code)
+		assert.False(t, se.Remote, "the GOAWAY receiver closes")
+		require.NoError(t, <-shut)
+		require.ErrorAs(t, p.server.Err(), &se)
+		assert.True(t, se.Remote, "the GOAWAY sender saw the peer's close")
+	}
+}

@@ -1202,6 +1202,8 @@ func TestAttackGoAwayValidation(t *testing.T) {
 			srv := newRawServer(t, &Config{KeepAliveInterval: -1}, transport.QUICConfig{})
 			p := srv.dial(t, nil)
 			p.settings(framing.Settings{})
+			p.openStream() // an open stream keeps the session up after the first GOAWAY
+			acceptStream(t, p.sess)
 			for _, last := range tc.lasts {
 				require.NoError(t, p.writeControl(rfGoAway(t, last, framing.NoError)))
 			}

@@ -247,7 +247,11 @@ func (sess *Session) GoAway(code framing.ErrorCode) {
 }
 
 // Shutdown closes the session gracefully: it sends GOAWAY, waits until
-// every stream has finished or ctx is done, then closes.
+// every stream has finished, then waits for the peer to close the session,
+// which it does once its own streams are gone (SPEC.md 5.7). That close
+// proves that every frame this side sent was delivered; closing first could
+// discard the last of them in transit. If the peer does not close within
+// a few round trips, or ctx ends first, Shutdown closes the session itself.
 func (sess *Session) Shutdown(ctx context.Context) error {
 	sess.GoAway(framing.NoError)
 	for {
@@ -255,7 +259,7 @@ func (sess *Session) Shutdown(ctx context.Context) error {
 		n := len(sess.streams)
 		sess.mu.Unlock()
 		if n == 0 {
-			return sess.Close()
+			break
 		}
 		select {
 		case <-sess.idle:
@@ -266,7 +270,21 @@ func (sess *Session) Shutdown(ctx context.Context) error {
 			return sess.Close()
 		}
 	}
+	linger := time.NewTimer(max(4*sess.rtt(), minCloseLinger))
+	defer linger.Stop()
+	select {
+	case <-sess.done: // the peer closed: everything arrived
+	case <-linger.C:
+	case <-ctx.Done():
+		sess.Close()
+		return ctx.Err()
+	}
+	return sess.Close()
 }
+
+// minCloseLinger is the least Shutdown waits for the peer's close once all
+// streams are gone.
+const minCloseLinger = 250 * time.Millisecond
 
 // Close closes the session at once with NO_ERROR: every blocked Read,
 // Write, Open and Accept returns an error matching ErrSessionClosed, and
@@ -407,10 +425,21 @@ func (sess *Session) removeStream(s *Stream) {
 		}
 	}
 	empty := len(sess.streams) == 0
+	finished := empty && sess.goAwayRecvd
 	sess.mu.Unlock()
 	if empty {
 		signal(sess.idle)
 	}
+	if finished {
+		sess.closeAfterGoAway()
+	}
+}
+
+// closeAfterGoAway ends a session whose peer sent GOAWAY once no stream is
+// left: no new stream can be opened, every frame of every stream has been
+// received, and the peer waits for this close (SPEC.md 5.7).
+func (sess *Session) closeAfterGoAway() {
+	sess.shutdown(&SessionError{Code: framing.NoError, Err: errors.New("peer went away and all streams finished")})
 }
 
 func (sess *Session) isPeerID(id uint64) bool { return (id%2 == 1) != sess.client }
@@ -644,9 +673,13 @@ func (sess *Session) onControl(f *framing.Frame) error {
 			err = fmt.Errorf("GOAWAY raised Last Stream ID from %d to %d", sess.peerGoAwayLast, last)
 		}
 		sess.goAwayRecvd, sess.peerGoAwayLast = true, last
+		idle := len(sess.streams) == 0
 		sess.mu.Unlock()
 		if err != nil {
 			return sess.protocolErr(framing.ProtocolError, err)
+		}
+		if idle {
+			sess.closeAfterGoAway()
 		}
 	}
 	return nil
