@@ -71,6 +71,9 @@ const (
 	FlagFIN Flags = 0x01
 	// FlagACK on a PING frame marks it as the answer to a PING.
 	FlagACK Flags = 0x01
+	// FlagDone on a GOAWAY frame says the sender has no stream left: every
+	// frame the receiver sent on any stream has arrived.
+	FlagDone Flags = 0x01
 )
 
 // Limits of the encoding.
@@ -225,7 +228,7 @@ func truncated(err error) error {
 }
 
 // allowedFlags lists the flag bits each known type may carry.
-var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN, TypePing: FlagACK}
+var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN, TypePing: FlagACK, TypeGoAway: FlagDone}
 
 func (h Header) check() error {
 	if !h.Type.Known() {

@@ -112,6 +112,11 @@ var vectors = []vector{
 		frame: framing.Frame{Header: hdr(framing.TypeGoAway, 0, 0, 3), LastStreamID: 300, ErrorCode: framing.ProtocolError},
 	},
 	{
+		name:  "GOAWAY with DONE, Last Stream ID 7, NO_ERROR",
+		hex:   "060100020700",
+		frame: framing.Frame{Header: hdr(framing.TypeGoAway, framing.FlagDone, 0, 2), LastStreamID: 7, ErrorCode: framing.NoError},
+	},
+	{
 		name: "SETTINGS with all three settings",
 		hex:  "0700000d018004000002800100000343e8",
 		frame: framing.Frame{Header: hdr(framing.TypeSettings, 0, 0, 13), Settings: framing.Settings{

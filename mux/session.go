@@ -61,7 +61,6 @@ type Session struct {
 	frameBufs sync.Pool     // of *[frameBufSize]byte, for frames streams write
 	accept    chan *Stream  // peer streams not yet accepted; cap MaxStreams
 	ctlSignal chan struct{} // wakes the control writer
-	idle      chan struct{} // signalled when the last stream is removed
 
 	peerInitial  atomic.Uint64 // peer's SETTINGS_INITIAL_WINDOW
 	peerMaxFrame atomic.Uint64 // peer's SETTINGS_MAX_FRAME_PAYLOAD
@@ -83,6 +82,8 @@ type Session struct {
 	lastPeerID     uint64
 	goAwayRecvd    bool
 	peerGoAwayLast uint64 // Last Stream ID of the peer's latest GOAWAY
+	doneSent       bool   // GOAWAY with DONE queued: this side has no stream left
+	doneRecvd      bool   // the peer's GOAWAY with DONE arrived
 	// Control frames waiting for the control writer: at most one of each,
 	// so nothing the peer does can grow a queue of answers.
 	pendPingAck bool
@@ -117,7 +118,6 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 		done:      ctx.Done(),
 		accept:    make(chan *Stream, c.MaxStreams),
 		ctlSignal: make(chan struct{}, 1),
-		idle:      make(chan struct{}, 1),
 		streams:   make(map[uint64]*Stream),
 		nextID:    2,
 	}
@@ -156,14 +156,15 @@ func (sess *Session) goroutine(f func()) {
 // Open opens a new stream. It waits while the transport's stream limit is
 // reached, until ctx is done. It fails at once, with an error matching
 // window.ErrBudgetExhausted, if the session budget cannot hold the new
-// stream's initial receive window; with ErrGoAway after the peer's GOAWAY.
+// stream's initial receive window; with ErrGoAway once either side has
+// sent GOAWAY.
 func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 	sess.mu.Lock()
 	switch {
 	case sess.isClosed():
 		sess.mu.Unlock()
 		return nil, sess.err()
-	case sess.goAwayRecvd:
+	case sess.goAwayRecvd || sess.goAwaySent:
 		sess.mu.Unlock()
 		return nil, ErrGoAway
 	}
@@ -233,8 +234,11 @@ func (sess *Session) Accept(ctx context.Context) (*Stream, error) {
 	}
 }
 
-// GoAway tells the peer that this side accepts no new streams; streams in
-// progress go on. Peer streams opened after it are refused.
+// GoAway starts a graceful end of the session: neither side opens new
+// streams, peer streams opened after it are refused, and streams in
+// progress go on. When both sides have no stream left, they tell each
+// other so (GOAWAY with DONE), and the session closes with NO_ERROR: only
+// then is every frame of every stream known to have arrived (SPEC.md 5.7).
 func (sess *Session) GoAway(code framing.ErrorCode) {
 	sess.mu.Lock()
 	if !sess.goAwaySent {
@@ -242,49 +246,56 @@ func (sess *Session) GoAway(code framing.ErrorCode) {
 		sess.goAwayLast = sess.lastPeerID
 		sess.pendGoAway, sess.goAwayCode = true, code
 	}
+	closeNow := sess.maybeDoneLocked()
 	sess.mu.Unlock()
 	signal(sess.ctlSignal)
+	if closeNow {
+		sess.closeGracefully()
+	}
 }
 
-// Shutdown closes the session gracefully: it sends GOAWAY, waits until
-// every stream has finished, then waits for the peer to close the session,
-// which it does once its own streams are gone (SPEC.md 5.7). That close
-// proves that every frame this side sent was delivered; closing first could
-// discard the last of them in transit. If the peer does not close within
-// a few round trips, or ctx ends first, Shutdown closes the session itself.
+// maybeDoneLocked queues this side's GOAWAY with DONE once a GOAWAY went
+// either way and no stream is left, and reports whether the session can
+// now close: both sides are done.
+func (sess *Session) maybeDoneLocked() (closeNow bool) {
+	if !sess.goAwaySent && !sess.goAwayRecvd || len(sess.streams) > 0 {
+		return false
+	}
+	if !sess.doneSent {
+		sess.doneSent = true
+		if !sess.goAwaySent { // DONE is this side's GOAWAY too
+			sess.goAwaySent, sess.goAwayLast = true, sess.lastPeerID
+		}
+		sess.pendGoAway = true
+	}
+	return sess.doneRecvd
+}
+
+// closeGracefully closes a session both of whose sides are done.
+func (sess *Session) closeGracefully() {
+	sess.shutdown(&SessionError{Code: framing.NoError, Err: errors.New("graceful shutdown: both sides finished all streams")})
+}
+
+// Shutdown ends the session gracefully (see GoAway) and waits until it has
+// closed: when both sides have finished all their streams, so that nothing
+// sent is lost in transit. If ctx ends first, it closes the session at once
+// and returns ctx's error. It returns nil after a graceful close, or the
+// session's error if it ended otherwise.
 func (sess *Session) Shutdown(ctx context.Context) error {
 	sess.GoAway(framing.NoError)
-	for {
-		sess.mu.Lock()
-		n := len(sess.streams)
-		sess.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		select {
-		case <-sess.idle:
-		case <-ctx.Done():
-			sess.Close()
-			return ctx.Err()
-		case <-sess.done:
-			return sess.Close()
-		}
-	}
-	linger := time.NewTimer(max(4*sess.rtt(), minCloseLinger))
-	defer linger.Stop()
 	select {
-	case <-sess.done: // the peer closed: everything arrived
-	case <-linger.C:
+	case <-sess.done:
 	case <-ctx.Done():
 		sess.Close()
 		return ctx.Err()
 	}
-	return sess.Close()
+	sess.Close()
+	var se *SessionError
+	if errors.As(sess.closeErr, &se) && se.Code == framing.NoError {
+		return nil
+	}
+	return sess.closeErr
 }
-
-// minCloseLinger is the least Shutdown waits for the peer's close once all
-// streams are gone.
-const minCloseLinger = 250 * time.Millisecond
 
 // Close closes the session at once with NO_ERROR: every blocked Read,
 // Write, Open and Accept returns an error matching ErrSessionClosed, and
@@ -425,21 +436,14 @@ func (sess *Session) removeStream(s *Stream) {
 		}
 	}
 	empty := len(sess.streams) == 0
-	finished := empty && sess.goAwayRecvd
+	closeNow := sess.maybeDoneLocked()
 	sess.mu.Unlock()
 	if empty {
-		signal(sess.idle)
+		signal(sess.ctlSignal)
 	}
-	if finished {
-		sess.closeAfterGoAway()
+	if closeNow {
+		sess.closeGracefully()
 	}
-}
-
-// closeAfterGoAway ends a session whose peer sent GOAWAY once no stream is
-// left: no new stream can be opened, every frame of every stream has been
-// received, and the peer waits for this close (SPEC.md 5.7).
-func (sess *Session) closeAfterGoAway() {
-	sess.shutdown(&SessionError{Code: framing.NoError, Err: errors.New("peer went away and all streams finished")})
 }
 
 func (sess *Session) isPeerID(id uint64) bool { return (id%2 == 1) != sess.client }
@@ -573,7 +577,11 @@ func (sess *Session) controlWriter() {
 			sess.stats.pingsSent.Add(1)
 		}
 		if sess.pendGoAway {
-			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeGoAway}, LastStreamID: sess.goAwayLast, ErrorCode: sess.goAwayCode})
+			var flags framing.Flags
+			if sess.doneSent {
+				flags = framing.FlagDone
+			}
+			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeGoAway, Flags: flags}, LastStreamID: sess.goAwayLast, ErrorCode: sess.goAwayCode})
 			sess.pendGoAway = false
 		}
 		sess.mu.Unlock()
@@ -673,13 +681,15 @@ func (sess *Session) onControl(f *framing.Frame) error {
 			err = fmt.Errorf("GOAWAY raised Last Stream ID from %d to %d", sess.peerGoAwayLast, last)
 		}
 		sess.goAwayRecvd, sess.peerGoAwayLast = true, last
-		idle := len(sess.streams) == 0
+		sess.doneRecvd = sess.doneRecvd || f.Flags&framing.FlagDone != 0
+		closeNow := err == nil && sess.maybeDoneLocked()
 		sess.mu.Unlock()
 		if err != nil {
 			return sess.protocolErr(framing.ProtocolError, err)
 		}
-		if idle {
-			sess.closeAfterGoAway()
+		signal(sess.ctlSignal)
+		if closeNow {
+			sess.closeGracefully()
 		}
 	}
 	return nil

@@ -269,7 +269,7 @@ func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 		s.Fairness = sumX * sumX / (float64(len(streams)) * sumX2)
 	}
 	out.summary(s)
-	closeAsDialler(ctx, sess)
+	endSession(ctx, sess)
 	return nil
 }
 

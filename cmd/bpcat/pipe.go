@@ -119,7 +119,7 @@ func listen(ctx context.Context, e *env, pf *pipeFlags, st *serverTLS, cfg *mux.
 		sess.CloseWithError(framing.Cancel, "bpcat: "+oneLine(err)) // tell the peer why
 		return err
 	}
-	closeAsListener(ctx, sess)
+	endSession(ctx, sess)
 	return nil
 }
 
@@ -169,7 +169,7 @@ func connect(ctx context.Context, e *env, pf *pipeFlags, tlsConf *tls.Config, ve
 		sess.CloseWithError(framing.Cancel, "bpcat: "+oneLine(err)) // tell the peer why
 		return err
 	}
-	closeAsDialler(ctx, sess)
+	endSession(ctx, sess)
 	return nil
 }
 

@@ -153,7 +153,7 @@ func (r *relay) session(ctx context.Context, down *mux.Session) {
 		}()
 	}
 	wg.Wait()
-	closeAsDialler(ctx, up)
+	endSession(ctx, up)
 }
 
 // stream relays one stream both ways through one copy buffer per

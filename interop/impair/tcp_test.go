@@ -50,15 +50,6 @@ func startTCP(t testing.TB, serve func(c *net.TCPConn)) string {
 
 func tcpEcho(c *net.TCPConn) { _, _ = io.Copy(c, c) }
 
-// tcpDigest reads everything, then answers with its SHA-256.
-func tcpDigest(c *net.TCPConn) {
-	h := sha256.New()
-	if _, err := io.Copy(h, c); err != nil {
-		return
-	}
-	_, _ = c.Write(h.Sum(nil))
-}
-
 func dialTCP(t testing.TB, addr *net.TCPAddr) *net.TCPConn {
 	t.Helper()
 	c, err := net.DialTCP("tcp", nil, addr)

@@ -55,8 +55,6 @@ type dirFlags struct {
 	rate, queue              sizeFlag
 }
 
-var dirFlagNames = []string{"delay", "jitter", "loss", "reorder", "reorder-by", "rate", "queue"}
-
 func (d *dirFlags) register(fs *flag.FlagSet, prefix, which string) {
 	fs.DurationVar(&d.delay, prefix+"delay", 0, "one-way delay"+which)
 	fs.DurationVar(&d.jitter, prefix+"jitter", 0, "uniform random extra delay (keeps order)"+which)
