@@ -732,6 +732,7 @@ func (sess *Session) housekeeping() {
 	defer t.Stop()
 	var lastPing time.Time
 	var seq uint64
+	var streams []*Stream
 	for {
 		select {
 		case <-t.C:
@@ -741,7 +742,7 @@ func (sess *Session) housekeeping() {
 		sess.uselessCount.Store(0)
 		now := sess.cfg.Now()
 		sess.mu.Lock()
-		streams := make([]*Stream, 0, len(sess.streams))
+		streams = streams[:0] // reused from tick to tick
 		for _, s := range sess.streams {
 			streams = append(streams, s)
 		}
@@ -761,8 +762,9 @@ func (sess *Session) housekeeping() {
 		if sendPing {
 			signal(sess.ctlSignal)
 		}
-		for _, s := range streams {
+		for i, s := range streams {
 			s.tick(now, 2*period)
+			streams[i] = nil // let retired streams go
 		}
 	}
 }

@@ -239,6 +239,12 @@ func (s *Stream) readErrLocked() error {
 // consumeLocked copies buffered data into p, returning credit.
 func (s *Stream) consumeLocked(p []byte) (int, []Event) {
 	n := s.buf.read(p)
+	if s.buf.len() == 0 && s.buf.cap() <= smallRing && !s.filling {
+		// A small buffer is cheaper to make again than to keep: a stream
+		// that carries messages now and then holds no memory in between.
+		s.buf.drop()
+		s.recv.SetBufferCap(0)
+	}
 	now := s.sess.cfg.Now()
 	s.lastActive = now
 	s.stats.BytesConsumed += uint64(n)
@@ -857,6 +863,14 @@ func (s *Stream) readLoop(br *bufio.Reader, first *framing.Header) {
 	}
 }
 
+// Receive buffer sizes: a buffer starts at no less than minRing and
+// doubles as data needs; one no larger than smallRing is freed as soon as
+// the application has read it empty.
+const (
+	minRing   = 512
+	smallRing = 4096
+)
+
 // controlScratch is where a lane reader decodes control frames.
 type controlScratch struct {
 	payload [framing.MaxControlPayload]byte
@@ -955,7 +969,7 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	}
 	if need := s.buf.len() + n; need > s.buf.cap() {
 		limit := int(max(s.recv.Window(), s.recv.BufferSize()))
-		s.buf.grow(min(max(need, 2*s.buf.cap(), 4096), limit))
+		s.buf.grow(min(max(need, 2*s.buf.cap(), minRing), limit))
 		s.recv.SetBufferCap(uint64(s.buf.cap()))
 	}
 	p1, p2 := s.buf.free(n)
