@@ -18,7 +18,7 @@ import (
 )
 
 // PlotOptions sets the picture's title and size in pixels. Zero sizes
-// take 960×600.
+// take 960×720.
 type PlotOptions struct {
 	Title         string
 	Width, Height int
@@ -39,9 +39,10 @@ type panel struct {
 	marks  [][2]float64 // (t, stream index) of stalls, drawn as ticks
 }
 
-// Plot draws the trace as SVG: for every stream, its receive window and the
-// bytes buffered unread (top), and the send credit it had, with every stall
-// marked (bottom). Several streams share one picture, a color each.
+// Plot draws the trace as SVG: for every stream, the bytes its receiving
+// application has read (top), its receive window and the bytes buffered
+// unread (middle), and the send credit it had, with every stall marked
+// (bottom). Several streams share one picture, a color each.
 func Plot(w io.Writer, recs []Record, opts PlotOptions) error {
 	c := &svgCanvas{}
 	draw(c, recs, opts)
@@ -62,7 +63,7 @@ func withSize(o PlotOptions) PlotOptions {
 		o.Width = 960
 	}
 	if o.Height <= 0 {
-		o.Height = 600
+		o.Height = 720
 	}
 	return o
 }
@@ -76,7 +77,7 @@ var palette = []color.RGBA{
 // maxStreamsDrawn bounds the streams drawn; more are summarized in a note.
 const maxStreamsDrawn = 16
 
-func panels(recs []Record) (top, bottom panel, streams []uint64) {
+func panels(recs []Record) (read, top, bottom panel, streams []uint64) {
 	byStream := map[uint64]int{}
 	index := func(id uint64) int {
 		i, ok := byStream[id]
@@ -89,8 +90,10 @@ func panels(recs []Record) (top, bottom panel, streams []uint64) {
 	}
 	sorted := slices.Clone(recs)
 	slices.SortStableFunc(sorted, func(a, b Record) int { return cmp.Compare(a.T, b.T) })
+	read = panel{title: "bytes read by the receiving application (the slope is the rate)"}
 	top = panel{title: "receive window (solid) and bytes buffered unread (thin)"}
 	bottom = panel{title: "send credit; ticks mark stalls (writer out of credit)"}
+	consumed := map[int]*series{}
 	win := map[int]*series{}
 	buf := map[int]*series{}
 	credit := map[int]*series{}
@@ -109,6 +112,7 @@ func panels(recs []Record) (top, bottom panel, streams []uint64) {
 		}
 		switch r.Event {
 		case "grant", "window", "consumed", "peer_blocked":
+			get(consumed, i).pts = append(get(consumed, i).pts, [2]float64{r.T, float64(r.Consumed)})
 			get(win, i).pts = append(get(win, i).pts, [2]float64{r.T, float64(r.Window)})
 			get(buf, i).pts = append(get(buf, i).pts, [2]float64{r.T, float64(r.Buffered)})
 		case "credit", "blocked", "unblocked":
@@ -119,6 +123,9 @@ func panels(recs []Record) (top, bottom panel, streams []uint64) {
 		}
 	}
 	for i := range min(len(streams), maxStreamsDrawn) {
+		if s, ok := consumed[i]; ok {
+			read.series = append(read.series, *s)
+		}
 		if s, ok := win[i]; ok {
 			s.step = true
 			top.series = append(top.series, *s)
@@ -131,7 +138,7 @@ func panels(recs []Record) (top, bottom panel, streams []uint64) {
 			bottom.series = append(bottom.series, *s)
 		}
 	}
-	return top, bottom, streams
+	return read, top, bottom, streams
 }
 
 // canvas is what the plot draws on: SVG or a bitmap.
@@ -151,7 +158,7 @@ var (
 func draw(c canvas, recs []Record, opts PlotOptions) {
 	opts = withSize(opts)
 	c.size(opts.Width, opts.Height)
-	top, bottom, streams := panels(recs)
+	read, top, bottom, streams := panels(recs)
 	tmax := 0.0
 	for _, r := range recs {
 		tmax = max(tmax, r.T)
@@ -165,9 +172,10 @@ func draw(c canvas, recs []Record, opts PlotOptions) {
 	}
 	c.text(20, 22, title, "start", black)
 	left, right := 80.0, float64(opts.Width)-20
-	h := (float64(opts.Height) - 110) / 2
-	drawPanel(c, top, left, 40, right, 40+h, tmax)
-	drawPanel(c, bottom, left, 70+h, right, 70+2*h, tmax)
+	h := (float64(opts.Height) - 140) / 3
+	drawPanel(c, read, left, 40, right, 40+h, tmax)
+	drawPanel(c, top, left, 70+h, right, 70+2*h, tmax)
+	drawPanel(c, bottom, left, 100+2*h, right, 100+3*h, tmax)
 	c.text((left+right)/2, float64(opts.Height)-12, "time (s)", "middle", black)
 	// Legend, right-aligned on the title's line: a color per stream.
 	drawn := streams[:min(len(streams), maxStreamsDrawn)]
@@ -222,12 +230,42 @@ func drawPanel(c canvas, p panel, x0, y0, x1, y1, tmax float64) {
 			}
 			pts = append(pts, scale(pt))
 		}
-		c.polyline(pts, palette[s.color%len(palette)], s.width)
+		c.polyline(decimate(pts), palette[s.color%len(palette)], s.width)
 	}
 	for _, m := range p.marks {
 		x := x0 + (x1-x0)*m[0]/tmax
 		c.line(x, y1, x, y1-8, palette[int(m[1])%len(palette)], 1)
 	}
+}
+
+// decimate keeps, of the points that fall in one pixel column, the first,
+// the lowest, the highest and the last, in their order: the line looks the
+// same, and a trace of a million events draws with a few thousand points.
+func decimate(pts [][2]float64) [][2]float64 {
+	out := pts[:0:0]
+	for i := 0; i < len(pts); {
+		col := int(pts[i][0])
+		j := i
+		lo, hi := i, i
+		for j < len(pts) && int(pts[j][0]) == col {
+			if pts[j][1] < pts[lo][1] {
+				lo = j
+			}
+			if pts[j][1] > pts[hi][1] {
+				hi = j
+			}
+			j++
+		}
+		keep := []int{i, lo, hi, j - 1}
+		slices.Sort(keep)
+		for k, idx := range keep {
+			if k == 0 || idx != keep[k-1] {
+				out = append(out, pts[idx])
+			}
+		}
+		i = j
+	}
+	return out
 }
 
 // niceBytes rounds a byte count up to a power of two, or three times one,
