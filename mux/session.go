@@ -215,7 +215,8 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 		s.laneWriteFailed(err)
 		return nil, fmt.Errorf("mux: open: %w", err)
 	}
-	sess.goroutine(func() { s.readLoop(bufio.NewReaderSize(lane, laneReadBuffer), nil) })
+	sess.wg.Add(1)
+	go s.laneReader(bufio.NewReaderSize(lane, laneReadBuffer), nil)
 	return s, nil
 }
 
@@ -495,7 +496,10 @@ func (sess *Session) serveLane(lane transport.Lane) {
 		sess.refuse(lane, h.StreamID)
 		return
 	}
-	s.readLoop(br, &h)
+	// The stream's own reader takes over in a goroutine of its own, whose
+	// stack starts small (see laneReader); this one ends.
+	sess.wg.Add(1)
+	go s.laneReader(br, &h)
 }
 
 // admit registers a stream the peer opened, or returns nil to refuse it.

@@ -93,6 +93,12 @@ type Stream struct {
 
 	stats      StreamStats
 	stallStart time.Time
+
+	// The lane reader's own state, touched by no other goroutine.
+	rd struct {
+		ctl     *controlScratch // made when the first control frame arrives
+		opening bool            // the next frame may be the opening empty DATA
+	}
 }
 
 func newStream(sess *Session, id uint64, lane transport.Lane, recv *window.Receiver, peerInitial uint64) *Stream {
@@ -810,55 +816,83 @@ func (s *Stream) maybeRemove() {
 	}
 }
 
-// readLoop is the stream's lane reader: it owns the receiving half of the
-// lane and ends when the peer closes it or the session ends. first is the
-// frame header already read by the session when the peer opened the lane.
-func (s *Stream) readLoop(br *bufio.Reader, first *framing.Header) {
-	var ctl *controlScratch // made when the first control frame arrives
-	opening := first != nil // the opener's first frame may be an empty DATA
+// laneReader is the body of the stream's lane-reader goroutine: it owns
+// the receiving half of the lane and ends when the peer closes it or the
+// session ends. first is the frame header the session already read when
+// the peer opened the lane. The caller has done sess.wg.Add(1).
+//
+// An idle stream's reader waits here, at the top of its goroutine, with a
+// shallow Peek: waiting deeper (inside framing.ReadHeader, under the frame
+// loop) doubles every idle reader's stack from 2 KiB to 4 KiB.
+func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
+	defer s.sess.wg.Done()
+	s.rd.opening = first != nil // the opener's first frame may be an empty DATA
 	for {
-		var h framing.Header
-		var err error
-		if first != nil {
-			h, first = *first, nil
-		} else if h, err = framing.ReadHeader(br); err != nil {
-			s.laneReadEnded(err)
-			return
-		}
-		if h.StreamID != s.id || !h.Type.IsStreamFrame() && h.Type.Known() {
-			s.sess.protocolError(framing.ProtocolError, fmt.Errorf("%v for stream %d on the lane of stream %d", h.Type, h.StreamID, s.id))
-			return
-		}
-		if h.Type == framing.TypeData {
-			if err := s.onData(br, h, opening); err != nil {
+		if first == nil && br.Buffered() == 0 {
+			if _, err := br.Peek(1); err != nil {
 				s.laneReadEnded(err)
 				return
 			}
-			opening = false
+		}
+		if !s.readFrames(br, first) {
+			return
+		}
+		first = nil
+	}
+}
+
+// readFrames handles frames until the lane's read buffer is empty at a
+// frame boundary (true: wait for more) or the lane or session ends (false).
+func (s *Stream) readFrames(br *bufio.Reader, first *framing.Header) bool {
+	for {
+		var h framing.Header
+		var err error
+		switch {
+		case first != nil:
+			h, first = *first, nil
+		case br.Buffered() == 0:
+			return true
+		default:
+			if h, err = framing.ReadHeader(br); err != nil {
+				s.laneReadEnded(err)
+				return false
+			}
+		}
+		if h.StreamID != s.id || !h.Type.IsStreamFrame() && h.Type.Known() {
+			s.sess.protocolError(framing.ProtocolError, fmt.Errorf("%v for stream %d on the lane of stream %d", h.Type, h.StreamID, s.id))
+			return false
+		}
+		if h.Type == framing.TypeData {
+			if err := s.onData(br, h, s.rd.opening); err != nil {
+				s.laneReadEnded(err)
+				return false
+			}
+			s.rd.opening = false
 			continue
 		}
-		if ctl == nil {
-			ctl = new(controlScratch)
+		if s.rd.ctl == nil {
+			s.rd.ctl = new(controlScratch)
 		}
+		ctl := s.rd.ctl
 		payload := ctl.payload[:h.Length]
 		if _, err := io.ReadFull(br, payload); err != nil {
 			s.laneReadEnded(midFrame(err))
-			return
+			return false
 		}
 		if !h.Type.Known() {
 			if err := s.sess.useless(); err != nil {
-				return
+				return false
 			}
 			continue
 		}
 		if err := framing.DecodePayload(&ctl.frame, h, payload); err != nil {
 			s.sess.protocolError(codeFor(err), err)
-			return
+			return false
 		}
-		opening = false
+		s.rd.opening = false
 		if err := s.onControl(&ctl.frame); err != nil {
 			s.sess.fail(err)
-			return
+			return false
 		}
 	}
 }
