@@ -201,8 +201,12 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 	// The peer's SETTINGS may have raised the initial window since s was
 	// made: applySettings raises only the streams registered when it runs.
 	s.send.OnUpdate(sess.peerInitial.Load())
+	// Counted under mu, with the session known open: Close waits for the
+	// reader (see waitGoroutines).
+	sess.wg.Add(1)
 	sess.mu.Unlock()
 	sess.stats.opened.Add(1)
+	go s.laneReader(bufio.NewReaderSize(lane, laneReadBuffer), nil)
 
 	// The opening frame makes the stream known to the peer at once.
 	s.laneMu.Lock()
@@ -215,8 +219,6 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 		s.laneWriteFailed(err)
 		return nil, fmt.Errorf("mux: open: %w", err)
 	}
-	sess.wg.Add(1)
-	go s.laneReader(bufio.NewReaderSize(lane, laneReadBuffer), nil)
 	return s, nil
 }
 
@@ -303,8 +305,19 @@ func (sess *Session) Shutdown(ctx context.Context) error {
 // the session's goroutines have ended when Close returns.
 func (sess *Session) Close() error {
 	sess.shutdown(&SessionError{Code: framing.NoError})
-	sess.wg.Wait()
+	sess.waitGoroutines()
 	return nil
+}
+
+// waitGoroutines waits for the session's goroutines once it is closed.
+// Open counts a stream's reader under mu after checking the session is
+// open, so passing through mu here first means no count can be added
+// while Wait runs.
+func (sess *Session) waitGoroutines() {
+	sess.mu.Lock()
+	//lint:ignore SA2001 an empty critical section is the point: a barrier
+	sess.mu.Unlock()
+	sess.wg.Wait()
 }
 
 // CloseWithError closes the session with a bp/1 error code.
@@ -314,7 +327,7 @@ func (sess *Session) CloseWithError(code framing.ErrorCode, reason string) error
 		err = errors.New(reason)
 	}
 	sess.shutdown(&SessionError{Code: code, Err: err})
-	sess.wg.Wait()
+	sess.waitGoroutines()
 	return nil
 }
 
