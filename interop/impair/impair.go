@@ -29,7 +29,6 @@ package impair
 import (
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -281,45 +280,4 @@ func (s DirStats) String() string {
 	return fmt.Sprintf("packets=%d bytes=%d dropped=%d (loss=%d queue=%d blackhole=%d overflow=%d) reordered=%d write_errors=%d stalls=%d queue_peak=%d held_peak=%d",
 		s.Packets, s.Bytes, s.Dropped(), s.DroppedLoss, s.DroppedQueue, s.DroppedBlackhole, s.DroppedOverflow,
 		s.Reordered, s.WriteErrors, s.Stalls, s.QueuePeak, s.HeldPeak)
-}
-
-// ParseSize parses a byte count: a non-negative number with an optional
-// suffix B, KB, MB, GB (powers of 1000), KiB, MiB, GiB (powers of 1024), or
-// K, M, G (as KB, MB, GB), in any case. A trailing "/s" is allowed, so that
-// the same function parses rates in bytes per second. Fractions are allowed
-// ("1.5MB"); the result is rounded down to whole bytes.
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	t = strings.TrimSuffix(t, "/s")
-	up := strings.ToUpper(t)
-	mult := float64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   float64
-	}{
-		{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
-		{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"B", 1},
-	} {
-		if strings.HasSuffix(up, u.suffix) {
-			up = strings.TrimSpace(strings.TrimSuffix(up, u.suffix))
-			mult = u.mult
-			break
-		}
-	}
-	if up == "" {
-		return 0, fmt.Errorf("impair: size %q: no number", s)
-	}
-	v, err := strconv.ParseFloat(up, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("impair: size %q: want a number with an optional KB/MB/GB or KiB/MiB/GiB suffix", s)
-	}
-	if v < 0 {
-		return 0, fmt.Errorf("impair: size %q is negative", s)
-	}
-	b := v * mult
-	if b >= math.MaxInt64 {
-		return 0, fmt.Errorf("impair: size %q is too large", s)
-	}
-	return int64(b), nil
 }

@@ -406,24 +406,3 @@ func TestValidate(t *testing.T) {
 		t.Error("NewTCP with a bad target: no error")
 	}
 }
-
-func TestParseSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64
-	}{
-		{"0", 0}, {"1400", 1400}, {"10MB", 10_000_000}, {"10mb", 10_000_000}, {"1MiB", 1 << 20},
-		{"64KiB", 64 << 10}, {"1.5GB", 1_500_000_000}, {"2GiB", 2 << 30}, {"10MB/s", 10_000_000},
-		{"3K", 3000}, {"7B", 7}, {" 5 KB ", 5000},
-	} {
-		got, err := ParseSize(tc.in)
-		if err != nil || got != tc.want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
-		}
-	}
-	for _, in := range []string{"", "MB", "-1", "ten", "1TB", "1e400", "NaN"} {
-		if v, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) = %d, no error", in, v)
-		}
-	}
-}

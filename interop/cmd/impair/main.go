@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bpmux/bp/internal/units"
 	"github.com/bpmux/bp/interop/impair"
 )
 
@@ -34,15 +35,16 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// sizeFlag is a byte count or rate flag parsed by impair.ParseSize.
+// sizeFlag is a byte count or rate flag, parsed as every command of the
+// project parses them (KiB/MiB/GiB and KB/MB/GB, an optional "/s").
 type sizeFlag int64
 
 func (s *sizeFlag) String() string { return fmt.Sprint(int64(*s)) }
 
 func (s *sizeFlag) Set(v string) error {
-	n, err := impair.ParseSize(v)
+	n, err := units.ParseRate(v)
 	if err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "impair: "))
+		return err
 	}
 	*s = sizeFlag(n)
 	return nil
