@@ -97,23 +97,9 @@ func listenOurs(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		for {
-			sess, err := ln.Accept(ctx)
-			if err != nil {
-				return
-			}
-			go func() {
-				for {
-					st, err := sess.Accept(ctx)
-					if err != nil {
-						return
-					}
-					go handle(st)
-				}
-			}()
-		}
-	}()
+	go acceptEach(func() (*mux.Session, error) { return ln.Accept(ctx) }, func(sess *mux.Session) {
+		acceptEach(func() (io.ReadWriteCloser, error) { return sess.Accept(ctx) }, handle)
+	})
 	return &oursServer{ln: ln, cancel: cancel}, nil
 }
 
@@ -162,23 +148,9 @@ func listenQUIC(large bool) func(tls.Certificate, opts, func(io.ReadWriteCloser)
 			return nil, err
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			for {
-				conn, err := ln.Accept(ctx)
-				if err != nil {
-					return
-				}
-				go func() {
-					for {
-						st, err := conn.AcceptStream(ctx)
-						if err != nil {
-							return
-						}
-						go handle(st)
-					}
-				}()
-			}
-		}()
+		go acceptEach(func() (*quic.Conn, error) { return ln.Accept(ctx) }, func(conn *quic.Conn) {
+			acceptEach(func() (io.ReadWriteCloser, error) { return conn.AcceptStream(ctx) }, handle)
+		})
 		return &quicServer{ln: ln, cancel: cancel}, nil
 	}
 }
@@ -214,6 +186,18 @@ type tcpServer struct {
 func (s *tcpServer) Addr() string { return s.ln.Addr().String() }
 func (s *tcpServer) Close() error { return s.ln.Close() }
 
+// acceptEach hands everything accept returns to serve, each in a goroutine
+// of its own, until accept fails (its listener or session closed).
+func acceptEach[T any](accept func() (T, error), serve func(T)) {
+	for {
+		x, err := accept()
+		if err != nil {
+			return
+		}
+		go serve(x)
+	}
+}
+
 // listenTLS accepts TLS connections and runs serve on each after the
 // handshake.
 func listenTLS(cert tls.Certificate, alpn string, serve func(*tls.Conn)) (server, error) {
@@ -222,24 +206,16 @@ func listenTLS(cert tls.Certificate, alpn string, serve func(*tls.Conn)) (server
 	if err != nil {
 		return nil, err
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				tlsConn := c.(*tls.Conn)
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if err := tlsConn.HandshakeContext(ctx); err != nil {
-					c.Close()
-					return
-				}
-				serve(tlsConn)
-			}()
+	go acceptEach(ln.Accept, func(c net.Conn) {
+		tlsConn := c.(*tls.Conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return
 		}
-	}()
+		serve(tlsConn)
+	})
 	return &tcpServer{ln: ln}, nil
 }
 
@@ -269,13 +245,7 @@ func listenYamux(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) 
 			c.Close()
 			return
 		}
-		for {
-			st, err := sess.AcceptStream()
-			if err != nil {
-				return
-			}
-			go handle(st)
-		}
+		acceptEach(func() (io.ReadWriteCloser, error) { return sess.AcceptStream() }, handle)
 	})
 }
 
@@ -310,13 +280,7 @@ func listenSmux(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (
 			c.Close()
 			return
 		}
-		for {
-			st, err := sess.AcceptStream()
-			if err != nil {
-				return
-			}
-			go handle(st)
-		}
+		acceptEach(func() (io.ReadWriteCloser, error) { return sess.AcceptStream() }, handle)
 	})
 }
 
