@@ -20,6 +20,14 @@ const (
 	DefaultMaxStreams = 256
 )
 
+// DefaultDeadPeerTimeout is the default Config.DeadPeerTimeout: a peer
+// that vanishes is noticed within it.
+const DefaultDeadPeerTimeout = 10 * time.Second
+
+// SmallFrameBytes is the payload size below which a DATA frame counts
+// toward Config.MaxSmallFramesPerSecond.
+const SmallFrameBytes = 1024
+
 // Config tunes a session. The zero value is ready to use: every zero field
 // takes the default given in its comment.
 type Config struct {
@@ -39,12 +47,26 @@ type Config struct {
 	// MaxFramePayload is the largest DATA payload this endpoint accepts.
 	// Default 64 KiB.
 	MaxFramePayload uint64
-	// KeepAliveInterval is how often an idle session sends a PING.
-	// Default 15 s; negative disables keepalive.
+	// DeadPeerTimeout is how long the session may hear nothing from the
+	// peer before it gives the peer up for gone: the session closes with
+	// KEEPALIVE_TIMEOUT and an error matching ErrPeerUnreachable. It
+	// sets the keepalive (a PING every DeadPeerTimeout/4 unless
+	// KeepAliveInterval says otherwise, answered within what is left),
+	// and bp.Dial and bp.Listen give QUIC the same idle timeout, so the
+	// two agree. Default DefaultDeadPeerTimeout (10 s).
+	DeadPeerTimeout time.Duration
+	// KeepAliveInterval is how often the session sends a PING. Default
+	// DeadPeerTimeout/4; negative disables keepalive PINGs (the
+	// transport's idle timeout still applies).
 	KeepAliveInterval time.Duration
-	// KeepAliveTimeout closes the session when a PING goes unanswered
-	// this long. Default 30 s.
-	KeepAliveTimeout time.Duration
+	// SettingsTimeout closes a session whose peer has not sent its
+	// SETTINGS this long after the session started (SETTINGS_ERROR).
+	// Default 10 s.
+	SettingsTimeout time.Duration
+	// IdleTimeout ends a session gracefully (GOAWAY) once it has had no
+	// stream for this long. Zero means never; bp.Listen uses 5 minutes for
+	// the sessions it accepts unless told otherwise.
+	IdleTimeout time.Duration
 	// IdleShrinkAfter is how long a stream with unread data may go without
 	// a read before its window shrinks back to InitialWindow. Default 1 s;
 	// negative disables.
@@ -54,6 +76,12 @@ type Config struct {
 	// unknown types, streams reset before they were accepted). A peer
 	// exceeding it is closed with ENHANCE_YOUR_CALM. Default 1000.
 	MaxUselessFramesPerSecond int
+	// MaxSmallFramesPerSecond bounds the rate at which the session
+	// processes small DATA frames (payload under SmallFrameBytes, without
+	// FIN) from the peer. Past it, the session reads the peer's lanes no
+	// faster than that rate, so a peer dribbling tiny frames within its
+	// credit slows only itself (SPEC.md section 10). Default 20,000.
+	MaxSmallFramesPerSecond int
 	// OnEvent, if set, is called for every flow-control event of every
 	// stream. It is called synchronously from the goroutine that caused
 	// the event, with no lock held; it must be quick.
@@ -75,8 +103,10 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.SessionBudget, 64<<20)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
 	setDefault(&c.MaxFramePayload, 64<<10)
-	setDefault(&c.KeepAliveInterval, 15*time.Second)
-	setDefault(&c.KeepAliveTimeout, 30*time.Second)
+	setDefault(&c.DeadPeerTimeout, DefaultDeadPeerTimeout)
+	setDefault(&c.KeepAliveInterval, c.DeadPeerTimeout/4)
+	setDefault(&c.SettingsTimeout, 10*time.Second)
+	setDefault(&c.MaxSmallFramesPerSecond, 20000)
 	setDefault(&c.IdleShrinkAfter, time.Second)
 	setDefault(&c.MaxUselessFramesPerSecond, 1000)
 	if c.Now == nil {
@@ -91,6 +121,14 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("mux: SessionBudget %d cannot hold one InitialWindow %d", c.SessionBudget, c.InitialWindow)
 	case c.MaxFramePayload < DefaultMaxFramePayload || c.MaxFramePayload > framing.MaxDataPayload:
 		return c, fmt.Errorf("mux: MaxFramePayload %d outside [%d, %d]", c.MaxFramePayload, DefaultMaxFramePayload, framing.MaxDataPayload)
+	case c.DeadPeerTimeout < 0:
+		return c, fmt.Errorf("mux: DeadPeerTimeout %v is negative", c.DeadPeerTimeout)
+	case c.KeepAliveInterval > 0 && c.KeepAliveInterval >= c.DeadPeerTimeout:
+		return c, fmt.Errorf("mux: KeepAliveInterval %v must be shorter than DeadPeerTimeout %v", c.KeepAliveInterval, c.DeadPeerTimeout)
+	case c.SettingsTimeout < 0 || c.IdleTimeout < 0:
+		return c, fmt.Errorf("mux: negative SettingsTimeout %v or IdleTimeout %v", c.SettingsTimeout, c.IdleTimeout)
+	case c.MaxSmallFramesPerSecond < 0:
+		return c, fmt.Errorf("mux: MaxSmallFramesPerSecond %d is negative", c.MaxSmallFramesPerSecond)
 	case c.MaxStreams < 0:
 		return c, fmt.Errorf("mux: MaxStreams %d is negative", c.MaxStreams)
 	}

@@ -22,6 +22,10 @@ var (
 	// ErrStreamRefused: the peer refused the stream before processing any
 	// of it (stream limit, budget, GOAWAY); it is safe to retry.
 	ErrStreamRefused = errors.New("mux: stream refused")
+	// ErrPeerUnreachable: nothing was heard from the peer for the
+	// session's DeadPeerTimeout (no PING answer, no packet): the peer
+	// vanished, or the path to it did.
+	ErrPeerUnreachable = errors.New("mux: peer unreachable")
 	// ErrWouldBlock: a fail-fast stream has no credit for the write.
 	ErrWouldBlock = errors.New("mux: write would block: no flow-control credit")
 	// ErrClosed is returned after the stream's own Close or CloseWrite.

@@ -763,7 +763,7 @@ func (sess *Session) housekeeping() {
 		for _, s := range sess.streams {
 			streams = append(streams, s)
 		}
-		timedOut := sess.pingWaiting && now.Sub(sess.pingSentAt) > sess.cfg.KeepAliveTimeout
+		timedOut := sess.pingWaiting && now.Sub(sess.pingSentAt) > sess.cfg.DeadPeerTimeout-sess.cfg.KeepAliveInterval
 		sendPing := sess.cfg.KeepAliveInterval > 0 && !sess.pingWaiting && now.Sub(lastPing) >= sess.cfg.KeepAliveInterval
 		if sendPing {
 			seq++
@@ -773,7 +773,7 @@ func (sess *Session) housekeeping() {
 		}
 		sess.mu.Unlock()
 		if timedOut && sess.cfg.KeepAliveInterval > 0 {
-			sess.protocolError(framing.KeepaliveTimeout, fmt.Errorf("no PING answer in %v", sess.cfg.KeepAliveTimeout))
+			sess.protocolError(framing.KeepaliveTimeout, fmt.Errorf("%w: no PING answer in %v", ErrPeerUnreachable, sess.cfg.DeadPeerTimeout-sess.cfg.KeepAliveInterval))
 			return
 		}
 		if sendPing {

@@ -107,3 +107,8 @@ func (e *ApplicationError) Error() string {
 // without an application error code: an idle timeout, a handshake failure,
 // a transport error.
 var ErrConnClosed = errors.New("transport: connection closed")
+
+// ErrIdleTimeout is returned (wrapped, together with ErrConnClosed) when
+// the connection closed because nothing was heard from the peer for the
+// transport's idle timeout.
+var ErrIdleTimeout = errors.New("transport: idle timeout: nothing heard from the peer")
