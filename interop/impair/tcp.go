@@ -89,15 +89,18 @@ type tcpConn struct {
 }
 
 // kill ends the connection: both sockets close and its goroutines return.
+// The connection leaves the counts before its sockets close, so a client
+// that sees the close and connects again finds its place free, and Stats
+// no longer counts it.
 func (c *tcpConn) kill() {
 	c.killOnce.Do(func() {
-		close(c.dead)
-		c.client.Close()
-		c.server.Close()
 		c.p.mu.Lock()
 		delete(c.p.conns, c)
 		c.p.active--
 		c.p.mu.Unlock()
+		close(c.dead)
+		c.client.Close()
+		c.server.Close()
 	})
 }
 
@@ -242,12 +245,16 @@ func (p *TCPProxy) accept() {
 		p.mu.Lock()
 		if p.closed || p.active >= p.cfg.maxFlows() {
 			closed := p.closed
+			if !closed {
+				// Count before closing: the client may read Stats as
+				// soon as it sees the close.
+				p.rejected.Add(1)
+			}
 			p.mu.Unlock()
 			client.Close()
 			if closed {
 				return
 			}
-			p.rejected.Add(1)
 			continue
 		}
 		p.active++
@@ -264,11 +271,12 @@ func (p *TCPProxy) handle(client *net.TCPConn) {
 	var d net.Dialer
 	sc, err := d.DialContext(p.ctx, "tcp", p.target)
 	if err != nil {
-		client.Close()
+		// Count and free the place before closing, as in accept.
 		p.rejected.Add(1)
 		p.mu.Lock()
 		p.active--
 		p.mu.Unlock()
+		client.Close()
 		return
 	}
 	server := sc.(*net.TCPConn)
@@ -282,8 +290,8 @@ func (p *TCPProxy) handle(client *net.TCPConn) {
 		return
 	}
 	p.conns[c] = struct{}{}
-	p.mu.Unlock()
 	p.flowsTotal.Add(1)
+	p.mu.Unlock()
 	up := p.newPipe(c, &p.up, client, server)
 	down := p.newPipe(c, &p.down, server, client)
 	c.writers.Store(2)

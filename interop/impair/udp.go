@@ -295,8 +295,8 @@ func (p *UDPProxy) flow(addr netip.AddrPort, now int64) *udpFlow {
 			}
 		}
 		delete(p.flows, lru.client)
-		lru.close()
 		p.evicted.Add(1)
+		lru.close()
 	}
 	conn, err := net.DialUDP("udp", nil, p.target)
 	if err != nil {
@@ -334,8 +334,8 @@ func (p *UDPProxy) janitor() {
 		for addr, f := range p.flows {
 			if now-f.last.Load() >= int64(idle) {
 				delete(p.flows, addr)
-				f.close()
 				p.expired.Add(1)
+				f.close()
 			}
 		}
 		p.mu.Unlock()
@@ -516,7 +516,15 @@ func (d *udpDir) run() {
 
 // write sends one packet on: up to the target through the flow's socket,
 // down to the client through the listening socket.
+//
+// The packet is counted before it is written: the receiver (or a reply to
+// it) may reach a caller of Stats before the write returns. A failed write
+// takes the count back, then counts the error, so Packets+WriteErrors never
+// exceeds the packets written or being written.
 func (d *udpDir) write(f *udpFlow, b []byte) {
+	n := uint64(len(b))
+	d.c.packets.Add(1)
+	d.c.bytes.Add(n)
 	var err error
 	if d.isUp {
 		_, err = f.conn.Write(b)
@@ -524,9 +532,8 @@ func (d *udpDir) write(f *udpFlow, b []byte) {
 		_, err = d.p.ln.WriteToUDPAddrPort(b, f.client)
 	}
 	if err != nil {
+		d.c.packets.Add(^uint64(0))
+		d.c.bytes.Add(-n)
 		d.c.writeErrs.Add(1)
-		return
 	}
-	d.c.packets.Add(1)
-	d.c.bytes.Add(uint64(len(b)))
 }
