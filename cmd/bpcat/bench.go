@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/bpmux/bp"
+	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/mux"
 )
 
 // benchFlags are the flags of `bpcat bench`.
 type benchFlags struct {
-	windowFlags
+	sessionFlags
 	serverTLS
 	clientTLS
 	listen   string
@@ -32,7 +33,7 @@ type benchFlags struct {
 func runBench(ctx context.Context, e *env, args []string) error {
 	var bf benchFlags
 	fs := newFlagSet(e, "bench", "[flags] (-l ADDR | ADDR)")
-	bf.windowFlags.register(fs)
+	bf.sessionFlags.register(fs)
 	bf.serverTLS.register(fs)
 	bf.clientTLS.register(fs, "the server")
 	fs.StringVar(&bf.listen, "l", "", "serve on `ADDR` (the measuring side connects to it)")
@@ -49,6 +50,8 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	switch {
 	case bf.listen != "" && len(rest) > 0:
 		return usageErrorf("-l serves, ADDR measures: give one of them")
+	case bf.listen != "" && fs.isSet("timeout"):
+		return usageErrorf("--timeout bounds connecting, so it is for the measuring side (ADDR), not -l")
 	case bf.listen != "":
 		return bf.serve(ctx, e)
 	case len(rest) == 0:
@@ -70,7 +73,7 @@ func (bf *benchFlags) serve(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := bf.windowFlags.config(nil)
+	cfg, err := bf.sessionFlags.config(nil)
 	if err != nil {
 		return err
 	}
@@ -109,9 +112,18 @@ func (bf *benchFlags) serve(ctx context.Context, e *env) error {
 }
 
 // benchSink reads every stream of sess to its end and returns the bytes,
-// the streams, and the time from the first stream to the last byte.
+// the streams, and the time from the first stream to the last byte. When
+// ctx ends (an interrupt) it resets the streams in progress and ends the
+// session.
 func benchSink(ctx context.Context, sess *mux.Session) (total uint64, streams int, d time.Duration) {
 	defer sess.Close()
+	defer func() {
+		reason := "bpcat bench: done"
+		if ctx.Err() != nil {
+			reason = "bpcat bench: " + interruption(ctx).Error()
+		}
+		endSession(sess, reason)
+	}()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first, last time.Time
@@ -130,9 +142,11 @@ func benchSink(ctx context.Context, sess *mux.Session) (total uint64, streams in
 				first = now
 			}
 			mu.Unlock()
+			stop := context.AfterFunc(ctx, func() { s.Reset(framing.Cancel) }) // Reads do not watch ctx
 			n, err := copyData(ctx, io.Discard, s, 0)
+			stop()
 			if err != nil {
-				s.Reset(0)
+				s.Reset(framing.Cancel)
 			} else {
 				s.CloseWrite()
 			}
@@ -183,7 +197,7 @@ func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := bf.windowFlags.config(nil)
+	cfg, err := bf.sessionFlags.config(nil)
 	if err != nil {
 		return err
 	}
@@ -212,7 +226,16 @@ func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 	defer cancel()
 	errs := make(chan error, len(streams))
 	for _, s := range streams {
-		go func() { errs <- benchSend(wctx, s, end) }()
+		go func() { errs <- bf.send(wctx, s, end) }()
+	}
+	// abort resets every stream, so that the server learns that the
+	// measurement was abandoned, and ends the session saying why.
+	abort := func(err error) error {
+		for _, s := range streams {
+			s.Reset(framing.Cancel)
+		}
+		endSession(sess, "bpcat bench: "+oneLine(err))
+		return err
 	}
 	// Report once a second what the server consumed.
 	tick := time.NewTicker(time.Second)
@@ -244,11 +267,11 @@ func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 			prevBytes, prevStalls, prevT = b, st, t
 		case <-ctx.Done():
 			cancel()
-			return errors.New("interrupted")
+			return abort(interruption(ctx))
 		}
 	}
 	if firstErr != nil {
-		return firstErr
+		return abort(firstErr)
 	}
 	elapsed := time.Since(start).Seconds()
 	s := benchSummary{Type: "summary", Streams: len(streams), Seconds: elapsed, RTTSeconds: sess.Stats().RTT.Seconds()}
@@ -269,13 +292,13 @@ func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 		s.Fairness = sumX * sumX / (float64(len(streams)) * sumX2)
 	}
 	out.summary(s)
-	endSession(ctx, sess)
+	endSession(sess, "bpcat bench: done")
 	return nil
 }
 
-// benchSend writes to s until end, then half-closes it and waits until the
+// send writes to s until end, then half-closes it and waits until the
 // server consumed everything.
-func benchSend(ctx context.Context, s *mux.Stream, end time.Time) error {
+func (bf *benchFlags) send(ctx context.Context, s *mux.Stream, end time.Time) error {
 	buf := make([]byte, copyBufSize)
 	s.SetWriteDeadline(end)
 	for ctx.Err() == nil && time.Now().Before(end) {
@@ -283,14 +306,14 @@ func benchSend(ctx context.Context, s *mux.Stream, end time.Time) error {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				break
 			}
-			return describe(fmt.Sprintf("stream %d", s.ID()), err)
+			return bf.describe(fmt.Sprintf("stream %d", s.ID()), err)
 		}
 	}
 	s.CloseWrite()
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := s.WaitConsumed(wctx); err != nil {
-		return describe(fmt.Sprintf("stream %d: waiting for the server to consume", s.ID()), err)
+		return bf.describe(fmt.Sprintf("stream %d: waiting for the server to consume", s.ID()), err)
 	}
 	return nil
 }

@@ -63,20 +63,27 @@ func (fs *flagSet) printHelp() {
 	fs.SetOutput(io.Discard)
 }
 
-// windowFlags are the receive windows this side grants.
-type windowFlags struct {
+// sessionFlags configure the sessions a command makes: the receive
+// windows this side grants and how long a silent peer is waited for.
+type sessionFlags struct {
 	window, maxWindow uint64
+	deadPeer          time.Duration
 }
 
-func (w *windowFlags) register(fs *flagSet) {
-	fs.Var(sizeFlag{&w.window}, "window", "initial receive `SIZE` this side grants per stream (default 128KiB)")
-	fs.Var(sizeFlag{&w.maxWindow}, "max-window", "largest receive window `SIZE` a stream auto-tunes to (default 16MiB, or --window if larger)")
+func (f *sessionFlags) register(fs *flagSet) {
+	fs.Var(sizeFlag{&f.window}, "window", "initial receive `SIZE` this side grants per stream (default 128KiB)")
+	fs.Var(sizeFlag{&f.maxWindow}, "max-window", "largest receive window `SIZE` a stream auto-tunes to (default 16MiB, or --window if larger)")
+	f.deadPeer = mux.DefaultDeadPeerTimeout
+	fs.Var(durationFlag{&f.deadPeer}, "dead-peer", "give the peer up for gone when nothing is heard from it for `DURATION` (at least 1s)")
 }
 
 // config returns the mux configuration for the flags, with onEvent as the
 // event hook (may be nil).
-func (w *windowFlags) config(onEvent func(mux.Event)) (*mux.Config, error) {
-	cfg := &mux.Config{InitialWindow: w.window, MaxWindow: w.maxWindow, OnEvent: onEvent}
+func (f *sessionFlags) config(onEvent func(mux.Event)) (*mux.Config, error) {
+	if f.deadPeer < time.Second {
+		return nil, usageErrorf("--dead-peer %v: want at least 1s", f.deadPeer)
+	}
+	cfg := &mux.Config{InitialWindow: f.window, MaxWindow: f.maxWindow, DeadPeerTimeout: f.deadPeer, OnEvent: onEvent}
 	if cfg.MaxWindow == 0 && cfg.InitialWindow > 16<<20 {
 		cfg.MaxWindow = cfg.InitialWindow
 	}
@@ -90,6 +97,15 @@ func (w *windowFlags) config(onEvent func(mux.Event)) (*mux.Config, error) {
 		return nil, usageErrorf("--window/--max-window: %v", strings.TrimPrefix(err.Error(), "mux: "))
 	}
 	return cfg, nil
+}
+
+// describe is the package's describe, with the dead-peer bound in the
+// words for a peer that stopped answering.
+func (f *sessionFlags) describe(doing string, err error) error {
+	if peerUnreachable(err) {
+		return &plainError{fmt.Sprintf("%s: the peer stopped answering for %v (it, or the path to it, is gone)", doing, f.deadPeer), err}
+	}
+	return describe(doing, err)
 }
 
 // viewFlags control what a piping command shows and records.
@@ -110,8 +126,15 @@ func (v *viewFlags) register(fs *flagSet) {
 // live reports whether the live view is on.
 func (v *viewFlags) live(e *env) bool { return !v.quiet && (v.stats || e.stderrTTY) }
 
-// timeoutFlag is the dial/handshake timeout.
+// registerTimeout registers --timeout, the bound on connecting to a peer.
 func registerTimeout(fs *flagSet, d *time.Duration) {
 	*d = 10 * time.Second
 	fs.Var(durationFlag{d}, "timeout", "give up connecting after `DURATION`")
+}
+
+// isSet reports whether the flag name was given on the command line.
+func (fs *flagSet) isSet(name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -62,11 +62,61 @@ var commands = []command{
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyInterrupt(context.Background())
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, stderrTTY: isTerminal(os.Stderr)}
 	code := run(ctx, e, os.Args[1:])
 	stop()
 	os.Exit(code)
+}
+
+// interruptedError is the cause of the context of a command interrupted
+// by a signal.
+type interruptedError struct{ sig os.Signal }
+
+func (e *interruptedError) Error() string {
+	name := e.sig.String()
+	switch e.sig {
+	case os.Interrupt:
+		name = "SIGINT"
+	case syscall.SIGTERM:
+		name = "SIGTERM"
+	}
+	return "interrupted (" + name + ")"
+}
+
+// errInterrupted is the cause when the signal is not known.
+var errInterrupted = errors.New("interrupted")
+
+// interruption returns why ctx ended as an error: the signal that
+// interrupted the command, or errInterrupted.
+func interruption(ctx context.Context) error {
+	var ie *interruptedError
+	if err := context.Cause(ctx); errors.As(err, &ie) {
+		return ie
+	}
+	return errInterrupted
+}
+
+// notifyInterrupt returns a copy of parent that is canceled, with an
+// *interruptedError as its cause, at the first SIGINT or SIGTERM. The
+// command then ends its work gracefully within a bounded grace; a second
+// signal has its default effect and ends the process at once.
+func notifyInterrupt(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case sig := <-sigs:
+			signal.Stop(sigs)
+			cancel(&interruptedError{sig})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		cancel(nil)
+	}
 }
 
 // Exit codes.
@@ -155,6 +205,11 @@ Usage:
 Flags go before positional arguments; 'bpcat COMMAND -h' lists a command's
 flags. Sizes take KiB/MiB/GiB or KB/MB/GB suffixes (8MiB), rates the same
 per second (8MiB or 8MiB/s), durations Go's form (1.5s, 2m).
+
+A transfer that cannot finish (an interrupt, a stream the peer reset)
+resets its stream, so the peer learns that data was lost, ends the session
+within 3s, and exits 1; a second Ctrl-C or SIGTERM exits at once. A peer
+that answers nothing for --dead-peer (10s) is given up for gone.
 
 Start with: bpcat demo
 `)

@@ -25,6 +25,7 @@ type relay struct {
 	upstream string
 	tlsConf  *tls.Config
 	ver      *verifier
+	sf       *sessionFlags
 	downCfg  *mux.Config
 	upCfg    *mux.Config
 	timeout  time.Duration
@@ -35,7 +36,7 @@ type relay struct {
 
 // runRelay is `bpcat relay`.
 func runRelay(ctx context.Context, e *env, args []string) error {
-	var wf windowFlags
+	var wf sessionFlags
 	var st serverTLS
 	var ct clientTLS
 	var traceFile string
@@ -74,7 +75,7 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		tw = trace.NewWriter(f, time.Now())
 		downHook, upHook = tw.Hook("relay-down"), tw.Hook("relay-up")
 	}
-	r := &relay{e: e, upstream: rest[1], tlsConf: tlsConf, ver: ver, timeout: timeout, quiet: quiet}
+	r := &relay{e: e, upstream: rest[1], tlsConf: tlsConf, ver: ver, sf: &wf, timeout: timeout, quiet: quiet}
 	if r.downCfg, err = wf.config(downHook); err == nil {
 		r.upCfg, err = wf.config(upHook)
 	}
@@ -130,30 +131,62 @@ func (r *relay) serve(ctx context.Context, st *serverTLS, addr, host string) err
 }
 
 // session relays one accepted session: one upstream session, a stream
-// upstream for every stream accepted.
+// upstream for every stream accepted. It ends when the client ends its
+// session, when the upstream session ends, or when ctx is done (an
+// interrupt); then the streams in progress are reset on both hops and both
+// sessions end gracefully (endSession), with a reason phrase that says why.
 func (r *relay) session(ctx context.Context, down *mux.Session) {
 	defer down.Close()
 	up, err := dial(ctx, r.upstream, r.tlsConf, r.ver, r.upCfg, r.timeout)
 	if err != nil {
 		r.logf("relay: session refused: upstream: %v", oneLine(err))
-		down.CloseWithError(framing.InternalError, "relay: upstream unavailable")
+		// Not a stream error: no stream of this session can be served, a
+		// failure of the relay's own, so a session code (INTERNAL_ERROR
+		// "closes either", SPEC.md section 9). None of the client's
+		// streams has been processed yet, so closing at once loses no
+		// frame that the client could not learn of from the close.
+		down.CloseWithError(framing.InternalError, truncate("bpcat relay: upstream unavailable: "+oneLine(err)))
 		return
 	}
+	defer up.Close()
 	r.logf("session: relaying to %s", r.upstream)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // the upstream session ended: so does this one
+		select {
+		case <-up.Done():
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
 	var wg sync.WaitGroup
 	for {
-		s, err := down.Accept(ctx)
+		s, err := down.Accept(sctx)
 		if err != nil {
-			break // the client closed the session (or ctx is done)
+			break // the client closed the session, the upstream's ended, or ctx is done
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.stream(ctx, s, up)
+			r.stream(sctx, s, up)
 		}()
 	}
 	wg.Wait()
-	endSession(ctx, up)
+	var reason string
+	switch {
+	case ctx.Err() != nil:
+		reason = "bpcat relay: " + interruption(ctx).Error()
+	case down.Err() == nil: // the upstream ended first
+		err := r.sf.describe("upstream session", up.Err())
+		r.logf("relay: %v", oneLine(err))
+		reason = "bpcat relay: " + oneLine(err)
+	default:
+		reason = "bpcat relay: the client ended its session"
+	}
+	var ends sync.WaitGroup
+	ends.Go(func() { endSession(up, reason) })
+	endSession(down, reason)
+	ends.Wait()
 }
 
 // stream relays one stream both ways through one copy buffer per
@@ -168,6 +201,13 @@ func (r *relay) stream(ctx context.Context, ds *mux.Stream, up *mux.Session) {
 		ds.Reset(framing.RefusedStream)
 		return
 	}
+	// On an interrupt, or when either session ends, abort both hops:
+	// Reads and Writes do not watch ctx.
+	stop := context.AfterFunc(ctx, func() {
+		ds.Reset(framing.Cancel)
+		us.Reset(framing.Cancel)
+	})
+	defer stop()
 	ctx, cancel = context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 2)
