@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -9,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpmux/bp"
+	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/mux"
+	"github.com/bpmux/bp/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -246,4 +251,56 @@ func lastLine(s string) string {
 		}
 	}
 	return s
+}
+
+// TestEndSessionFallback: a stream that the peer's application never
+// finishes keeps a graceful end from completing (a reset stream does not:
+// it ends without the application); after closeGrace, endSession closes
+// the session with NO_ERROR and its reason, and the peer's describe says
+// so with the reason. In-process, since a bpcat has only the one stream,
+// which it always finishes or resets.
+func TestEndSessionFallback(t *testing.T) {
+	cert, err := transport.SelfSigned("127.0.0.1")
+	require.NoError(t, err)
+	ln, err := bp.Listen("127.0.0.1:0", transport.ServerConfig(cert), nil)
+	require.NoError(t, err)
+	defer ln.Close()
+	tlsConf, err := transport.PinnedClientConfig(transport.Fingerprint(cert.Certificate[0]))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client, err := bp.Dial(ctx, ln.Addr().String(), tlsConf, nil)
+	require.NoError(t, err)
+	defer client.Close()
+	server, err := ln.Accept(ctx)
+	require.NoError(t, err)
+	defer server.Close()
+
+	var transfer *mux.Stream
+	for i := range 2 { // the transfer, then a stream the server's application leaves open
+		cs, err := client.Open(ctx)
+		require.NoError(t, err)
+		_, err = cs.Write([]byte("hello"))
+		require.NoError(t, err)
+		ss, err := server.Accept(ctx)
+		require.NoError(t, err)
+		_, err = io.ReadFull(ss, make([]byte, 5))
+		require.NoError(t, err)
+		if i == 0 {
+			transfer = cs
+		}
+	}
+
+	start := time.Now()
+	transfer.Reset(framing.Cancel)
+	assert.False(t, endSession(client, "bpcat: interrupted (SIGTERM)"), "ended gracefully")
+	t.Logf("endSession returned after %v", time.Since(start).Round(time.Millisecond))
+	select {
+	case <-server.Done():
+	case <-ctx.Done():
+		t.Fatal("the server's session did not close")
+	}
+	err = describe("receive", server.Err())
+	assert.Equal(t, "receive: the peer closed the session (NO_ERROR): bpcat: interrupted (SIGTERM)", err.Error())
+	assert.ErrorIs(t, err, mux.ErrSessionClosed)
 }
