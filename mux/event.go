@@ -114,4 +114,9 @@ type SessionStats struct {
 	Stalls          uint64
 	PingsSent       uint64
 	PingsReceived   uint64
+	// SmallFramesPaced counts the peer's small DATA frames that waited
+	// for the session's small-frame rate (Config.MaxSmallFramesPerSecond).
+	SmallFramesPaced uint64
+	// AcceptQueue is the number of peer streams waiting for Accept.
+	AcceptQueue int
 }

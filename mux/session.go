@@ -12,10 +12,8 @@ package mux
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -58,9 +56,14 @@ type Session struct {
 	closeErr  error // set before done is closed
 	wg        sync.WaitGroup
 
-	frameBufs sync.Pool     // of *[frameBufSize]byte, for frames streams write
-	accept    chan *Stream  // peer streams not yet accepted; cap MaxStreams
-	ctlSignal chan struct{} // wakes the control writer
+	frameBufs   sync.Pool     // of *[frameBufSize]byte, for frames streams write
+	acceptReady chan struct{} // signalled when acceptQ gains a stream
+	ctlSignal   chan struct{} // wakes the control writer
+	started     time.Time     // when New ran, for the SETTINGS timeout
+
+	settingsRecvd atomic.Bool // the peer's SETTINGS arrived
+	smallMu       sync.Mutex  // guards small
+	small         tokenBucket // paces the peer's small DATA frames
 
 	peerInitial  atomic.Uint64 // peer's SETTINGS_INITIAL_WINDOW
 	peerMaxFrame atomic.Uint64 // peer's SETTINGS_MAX_FRAME_PAYLOAD
@@ -71,12 +74,19 @@ type Session struct {
 		updatesSent, updatesReceived  atomic.Uint64
 		stalls, pingsSent, pingsRecvd atomic.Uint64
 		opened, accepted, refused     atomic.Uint64
+		paced                         atomic.Uint64
 	}
 
-	mu             sync.Mutex // guards the fields below
-	streams        map[uint64]*Stream
-	nextID         uint64
-	peerOpen       int // open streams the peer opened, against MaxStreams
+	mu       sync.Mutex // guards the fields below
+	streams  map[uint64]*Stream
+	nextID   uint64
+	peerOpen int // open streams the peer opened, against MaxStreams
+	// Peer streams not yet accepted, oldest first. Each also counts in
+	// peerOpen, so the queue never holds more than MaxStreams: admit
+	// refuses a stream past the limit instead of waiting for room.
+	acceptQ        []*Stream
+	idleSince      time.Time // when the session last had no stream
+	lastHeard      time.Time // when the peer last answered a PING (or the session started)
 	goAwaySent     bool
 	goAwayLast     uint64 // highest peer stream ID processed after GOAWAY
 	lastPeerID     uint64
@@ -99,6 +109,9 @@ type Session struct {
 // New starts a session over conn. Whether this side is the client (odd
 // stream IDs) is conn.IsClient(). cfg may be nil for the defaults.
 func New(conn transport.Conn, cfg *Config) (*Session, error) {
+	if conn == nil {
+		return nil, errors.New("mux: New: nil transport.Conn")
+	}
 	var c Config
 	if cfg != nil {
 		c = *cfg
@@ -109,18 +122,21 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &Session{
-		conn:      conn,
-		cfg:       c,
-		client:    conn.IsClient(),
-		budget:    window.NewBudget(c.SessionBudget),
-		ctx:       ctx,
-		cancel:    cancel,
-		done:      ctx.Done(),
-		accept:    make(chan *Stream, c.MaxStreams),
-		ctlSignal: make(chan struct{}, 1),
-		streams:   make(map[uint64]*Stream),
-		nextID:    2,
+		conn:        conn,
+		cfg:         c,
+		client:      conn.IsClient(),
+		budget:      window.NewBudget(c.SessionBudget),
+		ctx:         ctx,
+		cancel:      cancel,
+		done:        ctx.Done(),
+		acceptReady: make(chan struct{}, 1),
+		ctlSignal:   make(chan struct{}, 1),
+		streams:     make(map[uint64]*Stream),
+		nextID:      2,
+		small:       newTokenBucket(c.MaxSmallFramesPerSecond, c.MaxSmallFramesPerSecond/10+1),
 	}
+	sess.started = c.Now()
+	sess.idleSince, sess.lastHeard = sess.started, sess.started
 	if sess.client {
 		sess.nextID = 1
 	}
@@ -198,6 +214,7 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 		return nil, sess.err()
 	}
 	sess.streams[id] = s
+	sess.idleSince = time.Time{}
 	// The peer's SETTINGS may have raised the initial window since s was
 	// made: applySettings raises only the streams registered when it runs.
 	s.send.OnUpdate(sess.peerInitial.Load())
@@ -222,18 +239,51 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 	return s, nil
 }
 
-// Accept waits for the next stream the peer opens.
+// Accept waits for the next stream the peer opens. A stream the peer
+// reset before Accept took it is never returned: it was refused.
+//
+// Streams the application does not accept wait in a queue, bounded by
+// Config.MaxStreams (streams past it are refused, SPEC.md 6.2); Shutdown
+// refuses those still waiting, so that their openers may retry them.
 func (sess *Session) Accept(ctx context.Context) (*Stream, error) {
-	select {
-	case s := <-sess.accept:
+	for {
+		if s := sess.nextAccepted(); s != nil {
+			return s, nil
+		}
+		select {
+		case <-sess.acceptReady:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-sess.done:
+			return nil, sess.err()
+		}
+	}
+}
+
+// nextAccepted takes the oldest queued stream that is not refused and
+// marks it accepted, or returns nil.
+func (sess *Session) nextAccepted() *Stream {
+	for {
+		sess.mu.Lock()
+		if len(sess.acceptQ) == 0 {
+			sess.mu.Unlock()
+			return nil
+		}
+		s := sess.acceptQ[0]
+		sess.acceptQ[0] = nil
+		sess.acceptQ = sess.acceptQ[1:]
+		more := len(sess.acceptQ) > 0
+		sess.mu.Unlock()
+		if more {
+			signal(sess.acceptReady) // for the next Accept
+		}
 		s.mu.Lock()
-		s.accepted = true
+		ok := !s.refused
+		s.accepted = ok
 		s.mu.Unlock()
-		return s, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-sess.done:
-		return nil, sess.err()
+		if ok {
+			return s
+		}
 	}
 }
 
@@ -286,10 +336,12 @@ func (sess *Session) closeGracefully() {
 // session's error if it ended otherwise.
 func (sess *Session) Shutdown(ctx context.Context) error {
 	sess.GoAway(framing.NoError)
+	sess.refuseQueued()
 	select {
 	case <-sess.done:
 	case <-ctx.Done():
-		sess.Close()
+		n := len(sess.Streams())
+		sess.CloseWithError(framing.NoError, fmt.Sprintf("shutdown deadline passed with %d streams unfinished", n))
 		return ctx.Err()
 	}
 	sess.Close()
@@ -304,7 +356,7 @@ func (sess *Session) Shutdown(ctx context.Context) error {
 // Write, Open and Accept returns an error matching ErrSessionClosed, and
 // the session's goroutines have ended when Close returns.
 func (sess *Session) Close() error {
-	sess.shutdown(&SessionError{Code: framing.NoError})
+	sess.shutdown(&SessionError{Code: framing.NoError, Err: errors.New("closed by the application")})
 	sess.waitGoroutines()
 	return nil
 }
@@ -371,6 +423,9 @@ func (sess *Session) fail(err error) {
 	switch {
 	case errors.As(err, &se):
 		sess.shutdown(se)
+	case errors.Is(err, transport.ErrIdleTimeout):
+		sess.shutdown(&SessionError{Code: framing.KeepaliveTimeout,
+			Err: fmt.Errorf("%w: the peer stopped answering: nothing heard for %v (%w)", ErrPeerUnreachable, sess.cfg.DeadPeerTimeout, err)})
 	case errors.As(err, &ae):
 		sess.shutdown(&SessionError{Code: framing.ErrorCode(ae.Code), Remote: ae.Remote, Err: err})
 	default:
@@ -403,15 +458,6 @@ func (sess *Session) laneError(err error) error {
 	return err
 }
 
-// useless counts a frame that did no work, and closes the session with
-// ENHANCE_YOUR_CALM when the peer sends too many of them.
-func (sess *Session) useless() error {
-	if sess.uselessCount.Add(1) > int64(sess.cfg.MaxUselessFramesPerSecond) {
-		return sess.protocolErr(framing.EnhanceYourCalm, fmt.Errorf("more than %d useless frames in a second", sess.cfg.MaxUselessFramesPerSecond))
-	}
-	return nil
-}
-
 func (sess *Session) windowConfig() window.Config {
 	idle := sess.cfg.IdleShrinkAfter
 	if idle < 0 {
@@ -441,371 +487,30 @@ func (sess *Session) emitAll(evs []Event) {
 	}
 }
 
-func (sess *Session) removeStream(s *Stream) {
-	sess.mu.Lock()
-	if sess.streams[s.id] == s {
-		delete(sess.streams, s.id)
-		if sess.isPeerID(s.id) {
-			sess.peerOpen--
-		}
-	}
-	empty := len(sess.streams) == 0
-	closeNow := sess.maybeDoneLocked()
-	sess.mu.Unlock()
-	if empty {
-		signal(sess.ctlSignal)
-	}
-	if closeNow {
-		sess.closeGracefully()
-	}
-}
-
 func (sess *Session) isPeerID(id uint64) bool { return (id%2 == 1) != sess.client }
-
-// acceptLanes accepts the peer's lanes, each served by its own goroutine
-// until the lane ends. Their number is bounded by the transport's stream
-// limit, which is MaxStreams.
-func (sess *Session) acceptLanes() {
-	for {
-		lane, err := sess.conn.AcceptLane(sess.ctx)
-		if err != nil {
-			sess.fail(err)
-			return
-		}
-		sess.goroutine(func() { sess.serveLane(lane) })
-	}
-}
-
-// serveLane reads a peer lane's opening frame, admits or refuses the
-// stream, and then runs the stream's reader.
-func (sess *Session) serveLane(lane transport.Lane) {
-	br := bufio.NewReaderSize(lane, laneReadBuffer)
-	h, err := framing.ReadHeader(br)
-	if err != nil {
-		if !sess.isClosed() {
-			if errors.Is(err, framing.ErrMalformed) || errors.Is(err, framing.ErrFrameSize) {
-				sess.protocolError(codeFor(err), err)
-				return
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) { // FIN inside the first frame
-				sess.protocolError(framing.ProtocolError, errors.New("lane ended inside its first frame"))
-				return
-			}
-			lane.CancelRead(uint64(framing.ProtocolError))
-			lane.CancelWrite(uint64(framing.ProtocolError))
-		}
-		return
-	}
-	if !h.Type.Known() || !h.Type.IsStreamFrame() {
-		sess.protocolError(framing.ProtocolError, fmt.Errorf("lane opened with %v", h.Type))
-		return
-	}
-	s, err := sess.admit(h.StreamID, lane)
-	if err != nil {
-		sess.fail(err)
-		return
-	}
-	if s == nil {
-		sess.refuse(lane, h.StreamID)
-		return
-	}
-	// The stream's own reader takes over in a goroutine of its own, whose
-	// stack starts small (see laneReader); this one ends.
-	sess.wg.Add(1)
-	go s.laneReader(br, &h)
-}
-
-// admit registers a stream the peer opened, or returns nil to refuse it.
-func (sess *Session) admit(id uint64, lane transport.Lane) (*Stream, error) {
-	sess.mu.Lock()
-	defer sess.mu.Unlock()
-	switch {
-	case sess.isClosed():
-		return nil, sess.closeErr
-	case !sess.isPeerID(id):
-		return nil, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d with this side's parity", id))
-	case sess.streams[id] != nil:
-		return nil, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d, which is already open", id))
-	}
-	sess.lastPeerID = max(sess.lastPeerID, id)
-	if (sess.goAwaySent && id > sess.goAwayLast) || sess.peerOpen >= sess.cfg.MaxStreams {
-		return nil, nil
-	}
-	recv, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
-	if err != nil {
-		return nil, nil // no budget for its floor: refused, never given zero credit
-	}
-	s := newStream(sess, id, lane, recv, sess.peerInitial.Load())
-	sess.streams[id] = s
-	sess.peerOpen++
-	sess.stats.accepted.Add(1)
-	sess.accept <- s // never blocks: at most MaxStreams peer streams exist
-	return s, nil
-}
-
-// refuse answers a peer stream with STOP_SENDING and RESET, both
-// REFUSED_STREAM, and abandons its lane.
-func (sess *Session) refuse(lane transport.Lane, id uint64) {
-	sess.stats.refused.Add(1)
-	var b [2 * (framing.MaxHeaderLen + 8)]byte
-	out := appendFrame(b[:0], &framing.Frame{Header: framing.Header{Type: framing.TypeStopSending, StreamID: id}, ErrorCode: framing.RefusedStream})
-	out = appendFrame(out, &framing.Frame{Header: framing.Header{Type: framing.TypeReset, StreamID: id}, ErrorCode: framing.RefusedStream})
-	lane.Write(out)
-	lane.CloseWrite()
-	lane.CancelRead(uint64(framing.RefusedStream))
-	sess.useless()
-}
-
-// controlWriter owns this side's control lane: SETTINGS first, then the
-// session frames queued in the pend* fields.
-func (sess *Session) controlWriter() {
-	ctl, err := sess.conn.OpenControl(sess.ctx)
-	if err != nil {
-		sess.fail(err)
-		return
-	}
-	b := make([]byte, 0, 256)
-	b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeSettings}, Settings: framing.Settings{
-		InitialWindow:   sess.cfg.InitialWindow,
-		MaxFramePayload: sess.cfg.MaxFramePayload,
-		MaxStreams:      uint64(sess.cfg.MaxStreams),
-	}})
-	for {
-		if len(b) > 0 {
-			if _, err := ctl.Write(b); err != nil {
-				sess.fail(err)
-				return
-			}
-		}
-		select {
-		case <-sess.ctlSignal:
-		case <-sess.done:
-			return
-		}
-		b = b[:0]
-		sess.mu.Lock()
-		if sess.pendPingAck {
-			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypePing, Flags: framing.FlagACK}, PingData: sess.pingAckData})
-			sess.pendPingAck = false
-		}
-		if sess.pendPing {
-			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypePing}, PingData: sess.pingData})
-			sess.pendPing = false
-			sess.stats.pingsSent.Add(1)
-		}
-		if sess.pendGoAway {
-			var flags framing.Flags
-			if sess.doneSent {
-				flags = framing.FlagDone
-			}
-			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeGoAway, Flags: flags}, LastStreamID: sess.goAwayLast, ErrorCode: sess.goAwayCode})
-			sess.pendGoAway = false
-		}
-		sess.mu.Unlock()
-	}
-}
-
-// controlReader owns the peer's control lane.
-func (sess *Session) controlReader() {
-	r, err := sess.conn.AcceptControl(sess.ctx)
-	if err != nil {
-		sess.fail(err)
-		return
-	}
-	br := bufio.NewReaderSize(r, laneReadBuffer)
-	var payload [framing.MaxControlPayload]byte
-	var f framing.Frame
-	for first := true; ; first = false {
-		h, err := framing.ReadHeader(br)
-		if err == nil && h.Type.Known() && h.Type.IsStreamFrame() {
-			err = sess.protocolErr(framing.ProtocolError, fmt.Errorf("%v on the control lane", h.Type))
-		}
-		if err == nil {
-			_, err = io.ReadFull(br, payload[:h.Length])
-		}
-		if err != nil {
-			sess.controlEnded(err)
-			return
-		}
-		if !h.Type.Known() {
-			if sess.useless() != nil {
-				return
-			}
-			continue
-		}
-		if err := framing.DecodePayload(&f, h, payload[:h.Length]); err != nil {
-			sess.protocolError(codeFor(err), err)
-			return
-		}
-		if first != (f.Type == framing.TypeSettings) {
-			sess.protocolError(framing.SettingsError, fmt.Errorf("%v where SETTINGS must come first and once", f.Type))
-			return
-		}
-		if err := sess.onControl(&f); err != nil {
-			return
-		}
-	}
-}
-
-func (sess *Session) controlEnded(err error) {
-	if sess.isClosed() {
-		return
-	}
-	switch {
-	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
-		sess.protocolError(framing.ProtocolError, errors.New("peer ended its control lane"))
-	case errors.Is(err, framing.ErrMalformed) || errors.Is(err, framing.ErrFrameSize):
-		sess.protocolError(codeFor(err), err)
-	default:
-		sess.fail(err)
-	}
-}
-
-func (sess *Session) onControl(f *framing.Frame) error {
-	switch f.Type {
-	case framing.TypeSettings:
-		return sess.applySettings(f.Settings)
-	case framing.TypePing:
-		if f.Flags&framing.FlagACK != 0 {
-			sess.mu.Lock()
-			match := sess.pingWaiting && f.PingData == sess.pingData
-			if match {
-				sess.pingWaiting = false
-				sess.pingRTT.Store(int64(sess.cfg.Now().Sub(sess.pingSentAt)))
-			}
-			sess.mu.Unlock()
-			if !match {
-				return sess.useless()
-			}
-			return nil
-		}
-		sess.stats.pingsRecvd.Add(1)
-		if err := sess.useless(); err != nil {
-			return err
-		}
-		sess.mu.Lock()
-		sess.pendPingAck, sess.pingAckData = true, f.PingData
-		sess.mu.Unlock()
-		signal(sess.ctlSignal)
-	case framing.TypeGoAway:
-		last := f.LastStreamID
-		sess.mu.Lock()
-		var err error
-		switch {
-		case last != 0 && sess.isPeerID(last):
-			err = fmt.Errorf("GOAWAY names stream %d, which this side did not open", last)
-		case sess.goAwayRecvd && last > sess.peerGoAwayLast:
-			err = fmt.Errorf("GOAWAY raised Last Stream ID from %d to %d", sess.peerGoAwayLast, last)
-		}
-		sess.goAwayRecvd, sess.peerGoAwayLast = true, last
-		sess.doneRecvd = sess.doneRecvd || f.Flags&framing.FlagDone != 0
-		closeNow := err == nil && sess.maybeDoneLocked()
-		sess.mu.Unlock()
-		if err != nil {
-			return sess.protocolErr(framing.ProtocolError, err)
-		}
-		signal(sess.ctlSignal)
-		if closeNow {
-			sess.closeGracefully()
-		}
-	}
-	return nil
-}
-
-func (sess *Session) applySettings(st framing.Settings) error {
-	if st.InitialWindow != 0 && st.InitialWindow < DefaultInitialWindow {
-		return sess.protocolErr(framing.SettingsError, fmt.Errorf("SETTINGS_INITIAL_WINDOW %d below %d", st.InitialWindow, DefaultInitialWindow))
-	}
-	if st.MaxFramePayload != 0 && st.MaxFramePayload < DefaultMaxFramePayload {
-		return sess.protocolErr(framing.SettingsError, fmt.Errorf("SETTINGS_MAX_FRAME_PAYLOAD %d below %d", st.MaxFramePayload, DefaultMaxFramePayload))
-	}
-	if st.MaxFramePayload != 0 {
-		sess.peerMaxFrame.Store(st.MaxFramePayload)
-	}
-	if st.InitialWindow == 0 {
-		return nil
-	}
-	sess.peerInitial.Store(st.InitialWindow)
-	sess.mu.Lock()
-	streams := make([]*Stream, 0, len(sess.streams))
-	for _, s := range sess.streams {
-		streams = append(streams, s)
-	}
-	sess.mu.Unlock()
-	for _, s := range streams { // the initial window applies to streams already open
-		s.mu.Lock()
-		s.send.OnUpdate(st.InitialWindow)
-		s.mu.Unlock()
-		signal(s.writeReady)
-	}
-	return nil
-}
-
-// housekeeping runs the session's timers: the useless-frame rate limit,
-// idle window shrink, and keepalive.
-func (sess *Session) housekeeping() {
-	const period = time.Second
-	t := time.NewTicker(period)
-	defer t.Stop()
-	var lastPing time.Time
-	var seq uint64
-	var streams []*Stream
-	for {
-		select {
-		case <-t.C:
-		case <-sess.done:
-			return
-		}
-		sess.uselessCount.Store(0)
-		now := sess.cfg.Now()
-		sess.mu.Lock()
-		streams = streams[:0] // reused from tick to tick
-		for _, s := range sess.streams {
-			streams = append(streams, s)
-		}
-		timedOut := sess.pingWaiting && now.Sub(sess.pingSentAt) > sess.cfg.DeadPeerTimeout-sess.cfg.KeepAliveInterval
-		sendPing := sess.cfg.KeepAliveInterval > 0 && !sess.pingWaiting && now.Sub(lastPing) >= sess.cfg.KeepAliveInterval
-		if sendPing {
-			seq++
-			binary.BigEndian.PutUint64(sess.pingData[:], seq)
-			sess.pendPing, sess.pingWaiting, sess.pingSentAt = true, true, now
-			lastPing = now
-		}
-		sess.mu.Unlock()
-		if timedOut && sess.cfg.KeepAliveInterval > 0 {
-			sess.protocolError(framing.KeepaliveTimeout, fmt.Errorf("%w: no PING answer in %v", ErrPeerUnreachable, sess.cfg.DeadPeerTimeout-sess.cfg.KeepAliveInterval))
-			return
-		}
-		if sendPing {
-			signal(sess.ctlSignal)
-		}
-		for i, s := range streams {
-			s.tick(now, 2*period)
-			streams[i] = nil // let retired streams go
-		}
-	}
-}
 
 // Stats returns a snapshot of the session's counters.
 func (sess *Session) Stats() SessionStats {
 	sess.mu.Lock()
-	n := len(sess.streams)
+	n, queued := len(sess.streams), len(sess.acceptQ)
 	sess.mu.Unlock()
 	return SessionStats{
-		Streams:         n,
-		StreamsOpened:   sess.stats.opened.Load(),
-		StreamsAccepted: sess.stats.accepted.Load(),
-		StreamsRefused:  sess.stats.refused.Load(),
-		BudgetUsed:      sess.budget.Used(),
-		BudgetTotal:     sess.budget.Total(),
-		RTT:             sess.rtt(),
-		BytesSent:       sess.stats.bytesSent.Load(),
-		BytesReceived:   sess.stats.bytesReceived.Load(),
-		UpdatesSent:     sess.stats.updatesSent.Load(),
-		UpdatesReceived: sess.stats.updatesReceived.Load(),
-		Stalls:          sess.stats.stalls.Load(),
-		PingsSent:       sess.stats.pingsSent.Load(),
-		PingsReceived:   sess.stats.pingsRecvd.Load(),
+		Streams:          n,
+		AcceptQueue:      queued,
+		StreamsOpened:    sess.stats.opened.Load(),
+		StreamsAccepted:  sess.stats.accepted.Load(),
+		StreamsRefused:   sess.stats.refused.Load(),
+		BudgetUsed:       sess.budget.Used(),
+		BudgetTotal:      sess.budget.Total(),
+		RTT:              sess.rtt(),
+		BytesSent:        sess.stats.bytesSent.Load(),
+		BytesReceived:    sess.stats.bytesReceived.Load(),
+		UpdatesSent:      sess.stats.updatesSent.Load(),
+		UpdatesReceived:  sess.stats.updatesReceived.Load(),
+		Stalls:           sess.stats.stalls.Load(),
+		SmallFramesPaced: sess.stats.paced.Load(),
+		PingsSent:        sess.stats.pingsSent.Load(),
+		PingsReceived:    sess.stats.pingsRecvd.Load(),
 	}
 }
 

@@ -1,0 +1,521 @@
+package mux
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/transport"
+)
+
+// This file is the stream's receiving direction: Read, and the lane
+// reader, which owns the lane's receiving half and applies every frame
+// the peer sends on it.
+
+// Read reads data the peer sent. Each byte read returns credit to the peer.
+// It returns io.EOF after the peer's CloseWrite and all data are read.
+func (s *Stream) Read(p []byte) (int, error) {
+	for {
+		if s.readDeadline.expired() {
+			return 0, os.ErrDeadlineExceeded
+		}
+		s.mu.Lock()
+		if s.buf.len() > 0 && !s.readClosed {
+			n, ev := s.consumeLocked(p)
+			s.mu.Unlock()
+			s.flushControl()
+			s.sess.emitAll(ev)
+			return n, nil
+		}
+		err := s.readErrLocked()
+		if err == io.EOF {
+			s.lc.readEOF() // the final update reports everything consumed
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.flushControl()
+			s.maybeRemove()
+			return 0, err
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		select {
+		case <-s.readReady:
+		case <-s.readDeadline.wait():
+		case <-s.sess.done:
+		}
+	}
+}
+
+// readErrLocked says why there is nothing to read, or nil to wait.
+func (s *Stream) readErrLocked() error {
+	switch {
+	case s.readClosed:
+		return ErrClosed
+	case s.lc.recv == recvResetRecvd:
+		return &StreamError{StreamID: s.id, Code: s.peerReset, Remote: true}
+	case s.lc.recv == recvDataRecvd:
+		return io.EOF
+	case s.sess.isClosed():
+		return s.sess.err()
+	}
+	return nil
+}
+
+// consumeLocked copies buffered data into p, returning credit.
+func (s *Stream) consumeLocked(p []byte) (int, []Event) {
+	n := s.buf.read(p)
+	if s.buf.len() == 0 && s.buf.cap() <= smallRing && !s.filling {
+		// A small buffer is cheaper to make again than to keep: a stream
+		// that carries messages now and then holds no memory in between.
+		s.buf.drop()
+		s.recv.SetBufferCap(0)
+	}
+	now := s.sess.cfg.Now()
+	s.lastActive = now
+	s.stats.BytesConsumed += uint64(n)
+	s.recv.SetRTT(s.sess.rtt())
+	oldWindow := s.recv.Window()
+	_, grant := s.recv.OnConsumed(uint64(n), now)
+	if grant {
+		s.pendUpdate = true
+	}
+	if !s.sess.hasHook() {
+		return n, nil
+	}
+	ev := []Event{s.eventLocked(EventConsumed, now)}
+	if w := s.recv.Window(); w != oldWindow {
+		ev = append(ev, s.eventLocked(EventWindowResized, now))
+	}
+	return n, ev
+}
+
+// discardLocked throws away unread data, returning its memory.
+func (s *Stream) discardLocked() {
+	if s.recv == nil {
+		return
+	}
+	if n := s.buf.len(); n > 0 {
+		s.recv.OnConsumed(uint64(n), s.sess.cfg.Now()) // no update: the stream is done reading
+		s.pendUpdate = false
+		s.buf.skip(n)
+	}
+	if !s.filling { // else the lane reader drops it when its fill ends
+		s.buf.drop()
+		s.recv.SetBufferCap(0)
+	}
+}
+
+// laneReader is the body of the stream's lane-reader goroutine: it owns
+// the receiving half of the lane and ends when the peer closes it or the
+// session ends. first is the frame header the session already read when
+// the peer opened the lane. The caller has done sess.wg.Add(1).
+//
+// An idle stream's reader waits here, at the top of its goroutine, with a
+// shallow Peek: waiting deeper (inside framing.ReadHeader, under the frame
+// loop) doubles every idle reader's stack from 2 KiB to 4 KiB.
+func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
+	defer s.sess.wg.Done()
+	s.rd.opening = first != nil // the opener's first frame may be an empty DATA
+	for {
+		if first == nil && br.Buffered() == 0 {
+			if _, err := br.Peek(1); err != nil {
+				s.laneReadEnded(err)
+				return
+			}
+		}
+		if !s.readFrames(br, first) {
+			return
+		}
+		first = nil
+	}
+}
+
+// readFrames handles frames until the lane's read buffer is empty at a
+// frame boundary (true: wait for more) or the lane or session ends (false).
+func (s *Stream) readFrames(br *bufio.Reader, first *framing.Header) bool {
+	for {
+		var h framing.Header
+		var err error
+		switch {
+		case first != nil:
+			h, first = *first, nil
+		case br.Buffered() == 0:
+			return true
+		default:
+			if h, err = framing.ReadHeader(br); err != nil {
+				s.laneReadEnded(err)
+				return false
+			}
+		}
+		// Frames of unknown type are skipped whatever their Flags and
+		// Stream ID say (SPEC.md 3.5).
+		if h.Type.Known() && (h.StreamID != s.id || !h.Type.IsStreamFrame()) {
+			s.sess.protocolError(framing.ProtocolError, fmt.Errorf("%v for stream %d on the lane of stream %d", h.Type, h.StreamID, s.id))
+			return false
+		}
+		if h.Type == framing.TypeData {
+			if err := s.onData(br, h, s.rd.opening); err != nil {
+				s.laneReadEnded(err)
+				return false
+			}
+			s.rd.opening = false
+			continue
+		}
+		if s.rd.ctl == nil {
+			s.rd.ctl = new(controlScratch)
+		}
+		ctl := s.rd.ctl
+		payload := ctl.payload[:h.Length]
+		if _, err := io.ReadFull(br, payload); err != nil {
+			s.laneReadEnded(midFrame(err))
+			return false
+		}
+		if !h.Type.Known() {
+			if err := s.sess.useless(); err != nil {
+				return false
+			}
+			continue
+		}
+		if err := framing.DecodePayload(&ctl.frame, h, payload); err != nil {
+			s.sess.protocolError(codeFor(err), err)
+			return false
+		}
+		s.rd.opening = false
+		if err := s.onControl(&ctl.frame); err != nil {
+			s.sess.fail(err)
+			return false
+		}
+	}
+}
+
+// Receive buffer sizes: a buffer starts at no less than minRing and
+// doubles as data needs; one no larger than smallRing is freed as soon as
+// the application has read it empty.
+const (
+	minRing   = 512
+	smallRing = 4096
+)
+
+// controlScratch is where a lane reader decodes control frames.
+type controlScratch struct {
+	payload [framing.MaxControlPayload]byte
+	frame   framing.Frame
+}
+
+func codeFor(err error) framing.ErrorCode {
+	switch {
+	case errors.Is(err, framing.ErrFrameSize):
+		return framing.FrameSizeError
+	case errors.Is(err, framing.ErrSettingValue):
+		return framing.SettingsError
+	}
+	return framing.ProtocolError
+}
+
+// laneReadEnded handles the end of the lane's receiving half.
+func (s *Stream) laneReadEnded(err error) {
+	if s.sess.isClosed() {
+		return
+	}
+	var le *transport.LaneError
+	switch {
+	case errors.As(err, &le):
+		s.laneReadFailed(le)
+	case err == io.EOF:
+		s.mu.Lock()
+		err := s.lc.onLaneFin()
+		s.mu.Unlock()
+		if err != nil {
+			s.sess.protocolError(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
+			return
+		}
+		s.flushControl()
+		s.maybeRemove()
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		s.sess.protocolError(framing.ProtocolError, fmt.Errorf("lane of stream %d ended inside a frame", s.id))
+	case errors.Is(err, framing.ErrFrameSize) || errors.Is(err, framing.ErrMalformed):
+		s.sess.protocolError(codeFor(err), fmt.Errorf("stream %d: %w", s.id, err))
+	default:
+		s.sess.fail(err)
+	}
+}
+
+// laneReadFailed handles a lane whose receiving half was aborted at the
+// QUIC level, by the peer or by this side: as if by RESET, and the lane is
+// done for reading.
+func (s *Stream) laneReadFailed(le *transport.LaneError) {
+	s.mu.Lock()
+	first := s.lc.onLaneReset()
+	if first {
+		s.peerReset = framing.ErrorCode(le.Code)
+		s.discardLocked()
+	}
+	s.mu.Unlock()
+	signal(s.readReady)
+	s.flushControl()
+	s.maybeRemove()
+	if first && le.Remote {
+		s.sess.uselessIfIdle(s)
+	}
+}
+
+// onData receives one DATA frame, reading its payload straight into the
+// stream's buffer after checking it against the granted credit.
+func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error {
+	fin := h.Flags&framing.FlagFIN != 0
+	n := int(h.Length)
+	if h.Length > s.sess.cfg.MaxFramePayload {
+		return s.sess.protocolErr(framing.FrameSizeError, fmt.Errorf("stream %d: DATA of %d bytes exceeds SETTINGS_MAX_FRAME_PAYLOAD %d", s.id, h.Length, s.sess.cfg.MaxFramePayload))
+	}
+	if n > 0 && n < SmallFrameBytes && !fin {
+		if err := s.sess.paceSmallFrame(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	if err := s.lc.onPeerData(); err != nil {
+		s.mu.Unlock()
+		return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
+	}
+	if s.recv == nil {
+		s.mu.Unlock()
+		return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: DATA on a finished stream", s.id))
+	}
+	if err := s.recv.OnData(h.Length); err != nil {
+		s.mu.Unlock()
+		return s.sess.protocolErr(framing.FlowControlError, fmt.Errorf("stream %d: %w", s.id, err))
+	}
+	s.stats.BytesReceived += h.Length
+	s.sess.stats.bytesReceived.Add(h.Length)
+	if n == 0 && !fin && !opening {
+		s.mu.Unlock()
+		if err := s.sess.useless(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+	}
+	if s.readClosed {
+		// Nobody will read it: count it, return its credit silently, drop it.
+		s.recv.OnConsumed(h.Length, s.sess.cfg.Now())
+		s.pendUpdate = false
+		if fin {
+			s.lc.onPeerFin()
+		}
+		s.mu.Unlock()
+		if _, err := br.Discard(n); err != nil {
+			return midFrame(err)
+		}
+		return nil
+	}
+	if n == 0 {
+		if fin {
+			s.lc.onPeerFin()
+		}
+		s.mu.Unlock()
+		if fin {
+			signal(s.readReady)
+			s.flushControl()
+		}
+		return nil
+	}
+	if need := s.buf.len() + n; need > s.buf.cap() {
+		limit := int(max(s.recv.Window(), s.recv.BufferSize()))
+		s.buf.grow(min(max(need, 2*s.buf.cap(), minRing), limit))
+		s.recv.SetBufferCap(uint64(s.buf.cap()))
+	}
+	p1, p2 := s.buf.free(n)
+	s.filling = true
+	s.mu.Unlock()
+
+	_, err := io.ReadFull(br, p1)
+	if err == nil && len(p2) > 0 {
+		_, err = io.ReadFull(br, p2)
+	}
+
+	s.mu.Lock()
+	s.filling = false
+	if s.removed && s.recv != nil { // retired while we filled: release here
+		s.buf.drop()
+		s.recv.Close()
+		s.recv = nil
+		s.mu.Unlock()
+		return nil
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return midFrame(err)
+	}
+	if s.readClosed {
+		s.discardLocked()
+		s.recv.OnConsumed(uint64(n), s.sess.cfg.Now())
+		s.pendUpdate = false
+	} else {
+		s.buf.commit(n)
+	}
+	s.lastActive = s.sess.cfg.Now()
+	if fin {
+		s.lc.onPeerFin()
+	}
+	s.mu.Unlock()
+	signal(s.readReady)
+	if fin {
+		s.flushControl()
+	}
+	return nil
+}
+
+// onControl applies WINDOW_UPDATE, BLOCKED, RESET or STOP_SENDING.
+func (s *Stream) onControl(f *framing.Frame) error {
+	now := s.sess.cfg.Now()
+	var ev []Event
+	s.mu.Lock()
+	switch f.Type {
+	case framing.TypeWindowUpdate:
+		if f.Consumed > f.Offset || f.Consumed > s.send.Sent() {
+			s.mu.Unlock()
+			return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: WINDOW_UPDATE reports %d consumed of %d sent (limit %d)", s.id, f.Consumed, s.send.Sent(), f.Offset))
+		}
+		s.stats.UpdatesReceived++
+		s.sess.stats.updatesReceived.Add(1)
+		wasBlocked := s.send.Available() == 0
+		grew := s.send.OnUpdate(f.Offset)
+		consumedGrew := f.Consumed > s.peerConsumed
+		if consumedGrew {
+			s.peerConsumed = f.Consumed
+			s.wakeWaitConsumedLocked()
+		}
+		if !grew && !consumedGrew {
+			s.mu.Unlock()
+			return s.sess.useless()
+		}
+		if grew && s.sess.hasHook() {
+			ev = append(ev, s.eventLocked(EventCredit, now))
+			ev[0].Consumed = f.Consumed
+			if wasBlocked && !s.stallStart.IsZero() {
+				ev = append(ev, s.eventLocked(EventUnblocked, now))
+			}
+		}
+		if grew && wasBlocked && !s.stallStart.IsZero() {
+			s.stats.TimeStalled += now.Sub(s.stallStart)
+			s.stallStart = time.Time{}
+		}
+		s.mu.Unlock()
+		signal(s.writeReady)
+	case framing.TypeBlocked:
+		s.stats.BlockedReceived++
+		repeated := s.peerBlockedSeen && f.Offset == s.peerBlocked
+		s.peerBlocked, s.peerBlockedSeen = f.Offset, true
+		if s.recv == nil || s.readClosed || repeated {
+			s.mu.Unlock()
+			return s.sess.useless()
+		}
+		oldWindow := s.recv.Window()
+		unreached := f.Offset > s.recv.Received()
+		s.recv.SetRTT(s.sess.rtt())
+		_, grant := s.recv.OnBlocked(f.Offset, now)
+		if grant {
+			s.pendUpdate = true
+		}
+		if s.sess.hasHook() {
+			e := s.eventLocked(EventPeerBlocked, now)
+			e.Limit = f.Offset
+			ev = append(ev, e)
+			if s.recv.Window() != oldWindow {
+				ev = append(ev, s.eventLocked(EventWindowResized, now))
+			}
+		}
+		s.mu.Unlock()
+		if unreached {
+			if err := s.sess.useless(); err != nil {
+				return err
+			}
+		}
+		s.flushControl()
+	case framing.TypeReset:
+		if err := s.lc.onPeerReset(); err != nil {
+			s.mu.Unlock()
+			return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
+		}
+		s.peerReset = f.ErrorCode
+		if !s.accepted {
+			// Reset before the application saw it: refused, never
+			// handed out (Accept skips it), and this side's direction
+			// ends too.
+			s.refused, s.writeClosed, s.readClosed = true, true, true
+			if s.lc.reset() {
+				s.localReset = framing.RefusedStream
+			}
+		}
+		s.discardLocked()
+		s.mu.Unlock()
+		signal(s.readReady)
+		signal(s.writeReady)
+		s.flushControl()
+		s.maybeRemove()
+		if err := s.sess.uselessIfIdle(s); err != nil {
+			return err
+		}
+	case framing.TypeStopSending:
+		first, answer := s.lc.onStopSending()
+		if !first { // a peer sends it once: a repeat does no work
+			s.mu.Unlock()
+			return s.sess.useless()
+		}
+		s.peerStop = f.ErrorCode
+		if answer {
+			s.localReset = f.ErrorCode
+		}
+		s.wakeWaitConsumedLocked()
+		s.mu.Unlock()
+		signal(s.writeReady)
+		s.flushControl()
+	default:
+		s.mu.Unlock()
+	}
+	s.sess.emitAll(ev)
+	return nil
+}
+
+// didWork reports whether the stream carried any data either way: a
+// stream that ends without doing so is churn (SPEC.md section 10).
+func (s *Stream) didWork() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.BytesReceived > 0 || s.stats.BytesSent > 0
+}
+
+// tick runs the stream's periodic housekeeping: idle window shrink and
+// releasing the buffer of a stream that has gone quiet.
+func (s *Stream) tick(now time.Time, idleFor time.Duration) {
+	s.mu.Lock()
+	var ev Event
+	shrunk := false
+	if s.recv != nil {
+		if s.recv.OnTick(now) {
+			shrunk = true
+			ev = s.eventLocked(EventWindowResized, now)
+		}
+		if s.buf.len() == 0 && s.buf.cap() > 0 && !s.filling && now.Sub(s.lastActive) >= idleFor {
+			s.buf.drop()
+			s.recv.SetBufferCap(0)
+		}
+	}
+	s.mu.Unlock()
+	if shrunk {
+		s.sess.emit(ev)
+	}
+}
+
+// midFrame reports a lane that ended inside a frame's payload.
+func midFrame(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

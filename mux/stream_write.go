@@ -1,0 +1,365 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/transport"
+)
+
+// This file is the stream's sending direction, and everything this side
+// writes on the lane: DATA, and the control frames both directions queue.
+
+// laneWriteGrace is how long past its deadline a Write may take to finish
+// the DATA frame it is writing on the lane. A frame cut short breaks the
+// lane, so a deadline that passes mid-frame lets the frame finish, and the
+// Write returns the timeout at its next wait for credit; only a frame held
+// this much longer, by a peer that stopped reading its transport, aborts
+// the stream.
+const laneWriteGrace = time.Second
+
+func laneDeadlineFor(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	if now := time.Now(); t.Before(now) {
+		t = now // a deadline already past still leaves the frame its grace
+	}
+	return t.Add(laneWriteGrace)
+}
+
+// controlWriteTimeout bounds a write of control frames on a lane. Peers
+// read their lanes eagerly (SPEC.md 3.3), so only a peer that stopped
+// reading its transport can hold one this long; the stream is then aborted.
+const controlWriteTimeout = 10 * time.Second
+
+// setLaneDeadline sets the lane's write deadline if it changed.
+func (s *Stream) setLaneDeadline(t time.Time) {
+	s.mu.Lock()
+	changed := !t.Equal(s.laneDeadline)
+	s.laneDeadline = t
+	s.mu.Unlock()
+	if changed {
+		s.lane.SetWriteDeadline(t)
+	}
+}
+
+// Write writes p, waiting for credit as the stream's Overload mode says.
+func (s *Stream) Write(p []byte) (int, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	written := 0
+	for len(p) > 0 {
+		n, err := s.reserveCredit(len(p))
+		if err != nil || n == 0 {
+			if errors.Is(err, errDropped) {
+				return written + len(p), nil
+			}
+			return written, err
+		}
+		if err := s.writeData(p[:n]); err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+var errDropped = errors.New("dropped")
+
+// reserveCredit waits until some credit is available and takes up to
+// want bytes of it, at most one frame's worth.
+func (s *Stream) reserveCredit(want int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.writeDeadline.expired() {
+			return 0, os.ErrDeadlineExceeded
+		}
+		if err := s.writeErrLocked(); err != nil {
+			return 0, err
+		}
+		avail := s.send.Available()
+		if s.overload == Drop {
+			if uint64(want) > avail {
+				s.stats.Drops++
+				s.stats.BytesDropped += uint64(want)
+				ev := s.eventLocked(EventDropped, s.sess.cfg.Now())
+				ev.Dropped = uint64(want)
+				s.mu.Unlock()
+				s.sess.emit(ev)
+				s.mu.Lock()
+				return 0, errDropped
+			}
+		}
+		if avail > 0 {
+			n := min(uint64(want), avail, s.sess.peerMaxFrame.Load())
+			if err := s.send.OnSent(n); err != nil {
+				return 0, err
+			}
+			s.stats.BytesSent += n
+			s.sess.stats.bytesSent.Add(n)
+			return int(n), nil
+		}
+		if s.overload == FailFast {
+			return 0, ErrWouldBlock
+		}
+		s.blockLocked()
+		s.mu.Unlock()
+		s.flushControl()
+		select {
+		case <-s.writeReady:
+		case <-s.writeDeadline.wait():
+		case <-s.sess.done:
+		}
+		s.mu.Lock()
+	}
+}
+
+// blockLocked records that a writer is out of credit and queues BLOCKED.
+func (s *Stream) blockLocked() {
+	limit, send := s.send.Blocked()
+	if !send {
+		return
+	}
+	now := s.sess.cfg.Now()
+	s.pendBlocked, s.blockedLimit = true, limit
+	s.stats.Stalls++
+	s.sess.stats.stalls.Add(1)
+	s.stallStart = now
+	if s.sess.hasHook() {
+		ev := s.eventLocked(EventBlocked, now)
+		s.mu.Unlock()
+		s.sess.emit(ev)
+		s.mu.Lock()
+	}
+}
+
+// writeErrLocked says why nothing more may be written, or nil.
+func (s *Stream) writeErrLocked() error {
+	switch {
+	case s.lc.peerStopped:
+		return &StreamError{StreamID: s.id, Code: s.peerStop, Remote: true}
+	case s.lc.send == sendResetQueued || s.lc.send == sendResetSent:
+		return &StreamError{StreamID: s.id, Code: s.localReset}
+	case s.writeClosed:
+		return ErrClosed
+	case s.sess.isClosed():
+		return s.sess.err()
+	}
+	return nil
+}
+
+// writeData sends one DATA frame. Credit for p is already taken.
+func (s *Stream) writeData(p []byte) error {
+	s.laneMu.Lock()
+	s.mu.Lock()
+	err := s.writeErrLocked()
+	s.laneWriting = err == nil
+	s.mu.Unlock()
+	if err == nil {
+		s.setLaneDeadline(laneDeadlineFor(s.writeDeadline.when()))
+		buf := s.sess.frameBuf()
+		h := framing.AppendDataHeader(buf[:0], s.id, len(p), false)
+		if _, err = s.lane.Write(h); err == nil {
+			_, err = s.lane.Write(p)
+		}
+		s.sess.putFrameBuf(buf)
+		s.mu.Lock()
+		s.laneWriting = false
+		s.mu.Unlock()
+		if err != nil {
+			err = s.dataWriteFailed(err)
+		}
+	}
+	s.laneMu.Unlock()
+	s.flushControl()
+	return err
+}
+
+// dataWriteFailed handles a DATA write that failed part way. The frame may
+// be cut short, so the lane cannot carry another frame: unless the lane or
+// the session already ended, the stream is aborted.
+func (s *Stream) dataWriteFailed(err error) error {
+	s.mu.Lock()
+	aborted, code, closed := s.lc.laneSend == laneAborted && s.lc.send == sendResetSent, s.localReset, s.closedByApp
+	s.mu.Unlock()
+	var le *transport.LaneError
+	switch {
+	case s.sess.isClosed():
+		return s.sess.err()
+	case aborted && closed: // by Close while the write was held
+		return ErrClosed
+	case aborted: // by Reset while the write was held
+		return &StreamError{StreamID: s.id, Code: code}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.abortLane(framing.Cancel)
+		return os.ErrDeadlineExceeded
+	case errors.As(err, &le): // the peer aborted the lane at the QUIC level
+		s.laneWriteFailed(err)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if werr := s.writeErrLocked(); werr != nil {
+			return werr
+		}
+		return err
+	}
+	s.sess.fail(err) // anything else: the transport connection is failing
+	return s.sess.err()
+}
+
+// abortLane abandons both directions of the stream at the transport level,
+// for when nothing more can be written on the lane: a frame was cut short,
+// or a write is held by a peer that stopped reading its transport. The
+// peer sees the lane reset and stopped (SPEC.md 3.4).
+func (s *Stream) abortLane(code framing.ErrorCode) {
+	s.mu.Lock()
+	if s.lc.laneSend != laneOpen {
+		s.mu.Unlock()
+		return
+	}
+	if !s.lc.sendEnded() {
+		s.localReset = code
+	}
+	s.closeReadLocked(code)
+	s.writeClosed = true
+	s.lc.abort()
+	s.pendUpdate, s.pendBlocked = false, false
+	s.wakeWaitConsumedLocked()
+	s.mu.Unlock()
+	s.lane.CancelWrite(uint64(code))
+	s.lane.CancelRead(uint64(code))
+	signal(s.readReady)
+	signal(s.writeReady)
+	s.maybeRemove()
+}
+
+// laneWriteFailed handles a lane whose sending half failed under us (the
+// peer aborted reading it at the QUIC level, SPEC.md 3.4): as if by
+// STOP_SENDING, nothing more can be sent; the receiving half goes on.
+func (s *Stream) laneWriteFailed(err error) {
+	code := framing.Cancel
+	var le *transport.LaneError
+	if errors.As(err, &le) {
+		code = framing.ErrorCode(le.Code)
+	}
+	s.mu.Lock()
+	if s.lc.onLaneStopped() {
+		s.peerStop = code
+	}
+	s.pendUpdate, s.pendBlocked = false, false
+	s.wakeWaitConsumedLocked()
+	s.mu.Unlock()
+	signal(s.writeReady)
+	s.maybeRemove()
+}
+
+// flushControl writes the stream's queued control frames. The caller holds
+// no lock. Whoever holds laneMu flushes after releasing it, so a frame
+// queued while another goroutine writes on the lane is never stranded.
+func (s *Stream) flushControl() {
+	for {
+		s.mu.Lock()
+		pending := s.hasPendingLocked()
+		s.mu.Unlock()
+		if !pending || !s.laneMu.TryLock() {
+			return
+		}
+		s.writeControl()
+		s.laneMu.Unlock()
+	}
+}
+
+func (s *Stream) hasPendingLocked() bool {
+	if s.lc.laneSend != laneOpen {
+		return false
+	}
+	return s.pendUpdate || s.pendBlocked || s.lc.owesFrames()
+}
+
+// writeControl writes the frames the stream owes, and the lane's FIN once
+// the lifecycle allows it; the caller holds laneMu.
+func (s *Stream) writeControl() {
+	now := s.sess.cfg.Now()
+	var events [2]Event
+	nev := 0
+	buf := s.sess.frameBuf()
+	defer s.sess.putFrameBuf(buf)
+	s.mu.Lock()
+	b := buf[:0]
+	if s.lc.laneSend != laneOpen {
+		s.pendUpdate, s.pendBlocked = false, false
+		s.mu.Unlock()
+		return
+	}
+	if (s.pendUpdate || s.lc.finalUpdateOwed) && s.recv != nil && s.lc.mayUpdate() &&
+		(s.recv.Limit() > s.sentLimit || s.recv.Consumed() > s.sentConsumed) { // never a useless update
+		s.sentLimit, s.sentConsumed = s.recv.Limit(), s.recv.Consumed()
+		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeWindowUpdate, StreamID: s.id},
+			Offset: s.sentLimit, Consumed: s.sentConsumed})
+		s.stats.UpdatesSent++
+		s.sess.stats.updatesSent.Add(1)
+		events[nev] = s.eventLocked(EventGrant, now)
+		nev++
+	}
+	s.pendUpdate, s.lc.finalUpdateOwed = false, false
+	if s.pendBlocked && s.lc.writable() {
+		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeBlocked, StreamID: s.id}, Offset: s.blockedLimit})
+		s.stats.BlockedSent++
+	}
+	s.pendBlocked = false
+	if s.lc.stopOwed {
+		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeStopSending, StreamID: s.id}, ErrorCode: s.localStop})
+		s.lc.stopOwed = false
+	}
+	switch s.lc.send {
+	case sendResetQueued:
+		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeReset, StreamID: s.id}, ErrorCode: s.localReset})
+		s.wakeWaitConsumedLocked()
+	case sendFinQueued:
+		b = framing.AppendDataHeader(b, s.id, 0, true)
+	}
+	s.lc.sendWritten()
+	// The lane's FIN follows these frames; the state says so once they
+	// are written (laneMu keeps any other writer out meanwhile).
+	closeLane := s.lc.shouldFinishLane()
+	s.mu.Unlock()
+	if len(b) > 0 {
+		s.setLaneDeadline(time.Now().Add(controlWriteTimeout))
+		if _, err := s.lane.Write(b); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.abortLane(framing.Cancel)
+			} else {
+				s.laneWriteFailed(s.sess.laneError(err))
+			}
+			return
+		}
+	}
+	if closeLane {
+		s.mu.Lock()
+		finish := s.lc.laneSend == laneOpen // unless aborted meanwhile
+		if finish {
+			s.lc.laneSend = laneFinished
+		}
+		s.mu.Unlock()
+		if finish {
+			s.lane.CloseWrite()
+			s.maybeRemove()
+		}
+	}
+	for _, ev := range events[:nev] {
+		s.sess.emit(ev)
+	}
+}
+
+func appendFrame(b []byte, f *framing.Frame) []byte {
+	b, err := framing.AppendFrame(b, f)
+	if err != nil {
+		panic(fmt.Sprintf("mux: encoding %v: %v", f.Type, err)) // values are ours and in range
+	}
+	return b
+}
