@@ -61,7 +61,9 @@ type Session struct {
 	ctlSignal   chan struct{} // wakes the control writer
 	started     time.Time     // when New ran, for the SETTINGS timeout
 
-	settingsRecvd atomic.Bool // the peer's SETTINGS arrived
+	settingsRecvd atomic.Bool  // the peer's SETTINGS arrived
+	clock         atomic.Int64 // a coarse now (UnixNano), set by housekeeping each tick
+	heard         atomic.Int64 // the coarse time something last arrived from the peer
 	smallMu       sync.Mutex  // guards small
 	small         tokenBucket // paces the peer's small DATA frames
 
@@ -86,7 +88,6 @@ type Session struct {
 	// refuses a stream past the limit instead of waiting for room.
 	acceptQ        []*Stream
 	idleSince      time.Time // when the session last had no stream
-	lastHeard      time.Time // when the peer last answered a PING (or the session started)
 	goAwaySent     bool
 	goAwayLast     uint64 // highest peer stream ID processed after GOAWAY
 	lastPeerID     uint64
@@ -136,7 +137,9 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 		small:       newTokenBucket(c.MaxSmallFramesPerSecond, c.MaxSmallFramesPerSecond/10+1),
 	}
 	sess.started = c.Now()
-	sess.idleSince, sess.lastHeard = sess.started, sess.started
+	sess.idleSince = sess.started
+	sess.clock.Store(sess.started.UnixNano())
+	sess.heard.Store(sess.started.UnixNano())
 	if sess.client {
 		sess.nextID = 1
 	}

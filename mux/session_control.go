@@ -72,6 +72,7 @@ func (sess *Session) controlReader() {
 	var f framing.Frame
 	for first := true; ; first = false {
 		h, err := framing.ReadHeader(br)
+		sess.markHeard()
 		if err == nil && h.Type.Known() && h.Type.IsStreamFrame() {
 			err = sess.protocolErr(framing.ProtocolError, fmt.Errorf("%v on the control lane", h.Type))
 		}
@@ -126,7 +127,6 @@ func (sess *Session) onControl(f *framing.Frame) error {
 			match := sess.pingWaiting && f.PingData == sess.pingData
 			if match {
 				sess.pingWaiting = false
-				sess.lastHeard = sess.cfg.Now()
 				sess.pingRTT.Store(int64(sess.cfg.Now().Sub(sess.pingSentAt)))
 			}
 			sess.mu.Unlock()

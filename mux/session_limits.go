@@ -21,6 +21,14 @@ func (sess *Session) useless() error {
 	return nil
 }
 
+// markHeard records that something arrived from the peer, at the coarse
+// clock's resolution, writing the shared word only when it changes.
+func (sess *Session) markHeard() {
+	if now := sess.clock.Load(); sess.heard.Load() != now {
+		sess.heard.Store(now)
+	}
+}
+
 // uselessIfIdle counts a stream the peer ended without either side
 // sending any data on it as churn: a stream that did no useful work
 // (SPEC.md section 10), whether it ended by RESET or at the QUIC level.
@@ -83,6 +91,7 @@ func (sess *Session) housekeeping() {
 			return
 		}
 		now := sess.cfg.Now()
+		sess.clock.Store(now.UnixNano())
 		if now.Sub(lastReset) >= time.Second {
 			sess.uselessCount.Store(0)
 			lastReset = now
@@ -99,8 +108,10 @@ func (sess *Session) housekeeping() {
 		// The peer has what is left of the dead-peer timeout after one
 		// keepalive interval to answer a PING.
 		answerWithin := sess.cfg.DeadPeerTimeout - sess.cfg.KeepAliveInterval
-		timedOut := sess.pingWaiting && now.Sub(sess.pingSentAt) > answerWithin
-		heardAgo := now.Sub(sess.lastHeard)
+		// Both must hold: the PING went unanswered, and nothing at all
+		// arrived meanwhile (a peer whose data still arrives is alive).
+		heardAgo := now.Sub(time.Unix(0, sess.heard.Load()))
+		timedOut := sess.pingWaiting && now.Sub(sess.pingSentAt) > answerWithin && heardAgo > answerWithin
 		sendPing := sess.cfg.KeepAliveInterval > 0 && !sess.pingWaiting && now.Sub(lastPing) >= sess.cfg.KeepAliveInterval
 		if sendPing {
 			seq++

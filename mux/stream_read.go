@@ -129,6 +129,7 @@ func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
 				return
 			}
 		}
+		s.sess.markHeard()
 		if !s.readFrames(br, first) {
 			return
 		}
