@@ -41,10 +41,14 @@ const (
 	planReadToEOF
 	planHalfClose // CloseWrite, then read to EOF: the README's pattern
 	planCloseBoth // CloseRead, then CloseWrite
+	// CloseWrite, read to EOF, then Close: the README's pattern, and the
+	// one that once left the stream unable to retire.
+	planHalfCloseThenClose
+	planReadThenClose // read to EOF, then Close
 	numPlans
 )
 
-var planNames = [...]string{"nothing", "Close", "CloseWrite", "CloseRead", "Reset", "read-to-EOF", "CloseWrite+read-to-EOF", "CloseRead+CloseWrite"}
+var planNames = [...]string{"nothing", "Close", "CloseWrite", "CloseRead", "Reset", "read-to-EOF", "CloseWrite+read-to-EOF", "CloseRead+CloseWrite", "CloseWrite+read-to-EOF+Close", "read-to-EOF+Close"}
 
 func (p plan) String() string { return planNames[p] }
 
@@ -65,18 +69,40 @@ func (p plan) steps() []string {
 		return []string{"CloseWrite", "Read", "ReadEOF"}
 	case planCloseBoth:
 		return []string{"CloseRead", "CloseWrite"}
+	case planHalfCloseThenClose:
+		return []string{"CloseWrite", "Read", "ReadEOF", "Close"}
+	case planReadThenClose:
+		return []string{"Read", "ReadEOF", "Close"}
 	}
 	return nil
 }
 
-func (p plan) endsWriting() bool {
-	return p == planClose || p == planCloseWrite || p == planReset || p == planHalfClose || p == planCloseBoth
+// endsWriting says whether an application following p, beside a peer
+// following q, ends its writing: at once, or (for a plan that first reads
+// to the end) once q ends its own.
+func (p plan) endsWriting(q plan) bool {
+	switch p {
+	case planClose, planCloseWrite, planReset, planHalfClose, planCloseBoth, planHalfCloseThenClose:
+		return true
+	case planReadThenClose:
+		return q.endsWriting(planNothing)
+	}
+	return false
 }
+
+// stopsReading says whether p stops reading before the end: STOP_SENDING.
 func (p plan) stopsReading() bool {
 	return p == planClose || p == planCloseRead || p == planReset || p == planCloseBoth
 }
+
+// finishesReading says whether p is done with what it receives, by
+// stopping or by reading until the end or an error.
 func (p plan) finishesReading() bool {
-	return p.stopsReading() || p == planReadToEOF || p == planHalfClose
+	switch p {
+	case planReadToEOF, planHalfClose, planHalfCloseThenClose, planReadThenClose:
+		return true
+	}
+	return p.stopsReading()
 }
 
 // directionDone says whether the direction from a writer following w to a
@@ -84,7 +110,7 @@ func (p plan) finishesReading() bool {
 // it or the reader stops it (STOP_SENDING makes the writer reset), and it
 // is finished when the reader reads or stops, or the writer resets it.
 func directionDone(w, r plan) bool {
-	return (w.endsWriting() || r.stopsReading()) && (r.finishesReading() || w == planReset)
+	return (w.endsWriting(r) || r.stopsReading()) && (r.finishesReading() || w == planReset)
 }
 
 // modelEnd is one endpoint of the model.
@@ -124,7 +150,7 @@ func (e *modelEnd) call(name string) bool {
 	case "ReadEOF":
 		switch l.recv {
 		case recvOpen:
-			return false // Read waits for the end
+			return false // Read waits for the end (or an error)
 		case recvDataRecvd:
 			l.readEOF()
 		}

@@ -1,0 +1,113 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bpmux/bp/framing"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCloseCombinations runs every pair of plans of state_test.go on a
+// real stream over quic-go: each side has sent a message the other has not
+// read yet, then both applications follow their plans at once. A stream
+// whose plans finish both directions must be retired on both sides, and
+// Shutdown must then return nil promptly on both; any other stream must be
+// kept (it is still in use), and retires as soon as both sides Close it.
+func TestCloseCombinations(t *testing.T) {
+	cfg := &Config{KeepAliveInterval: -1}
+	msg := []byte("a message that arrived before the plan ran")
+	for a := range numPlans {
+		for b := range numPlans {
+			t.Run(a.String()+"/"+b.String(), func(t *testing.T) {
+				p := newPair(t, cfg, cfg)
+				ctx := ctxT(t)
+				c, err := p.client.Open(ctx)
+				require.NoError(t, err)
+				_, err = c.Write(msg)
+				require.NoError(t, err)
+				s, err := p.server.Accept(ctx)
+				require.NoError(t, err)
+				_, err = s.Write(msg)
+				require.NoError(t, err)
+				for _, st := range []*Stream{c, s} {
+					waitFor(t, "the message to arrive", func() bool { return st.Stats().Buffered == uint64(len(msg)) })
+				}
+
+				var wg sync.WaitGroup
+				for _, run := range []struct {
+					st *Stream
+					pl plan
+				}{{c, a}, {s, b}} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						runPlan(t, run.st, run.pl, msg)
+					}()
+
+				}
+				want := directionDone(a, b) && directionDone(b, a)
+				sessions := []*Session{p.client, p.server}
+				if !want {
+					// Still in use: nothing may retire it. Give the frames
+					// time to travel, then check both sides kept it.
+					time.Sleep(150 * time.Millisecond)
+					for _, sess := range sessions {
+						require.Len(t, sess.Streams(), 1, "a stream in use was retired; client %s, server %s", c.state(), s.state())
+					}
+					c.Close()
+					s.Close()
+				}
+				for _, sess := range sessions {
+					waitFor(t, "the stream to retire", func() bool { return len(sess.Streams()) == 0 })
+				}
+				wg.Wait()
+				shut := make(chan error, 2)
+				start := time.Now()
+				for _, sess := range sessions {
+					go func() {
+						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+						defer cancel()
+						shut <- sess.Shutdown(ctx)
+					}()
+				}
+				for range sessions {
+					require.NoError(t, <-shut)
+				}
+				require.Less(t, time.Since(start), 2*time.Second, "Shutdown took its time")
+			})
+		}
+	}
+}
+
+// runPlan makes a plan's calls on st. A read to EOF waits until the end
+// arrives or the stream is closed under it.
+func runPlan(t *testing.T, st *Stream, pl plan, msg []byte) {
+	for _, step := range pl.steps() {
+		switch step {
+		case "Close":
+			require.NoError(t, st.Close())
+		case "CloseWrite":
+			require.NoError(t, st.CloseWrite())
+		case "CloseRead":
+			require.NoError(t, st.CloseRead())
+		case "Reset":
+			require.NoError(t, st.Reset(framing.Cancel))
+		case "Read":
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(st, got); err == nil { // else reset by the peer
+				require.Equal(t, msg, got)
+			}
+		case "ReadEOF":
+			n, err := st.Read(make([]byte, 1))
+			require.Zero(t, n, "data after the message")
+			if errors.Is(err, ErrClosed) {
+				return // closed by the test: the plan could not go on
+			}
+		}
+	}
+}
