@@ -64,8 +64,8 @@ type Session struct {
 	settingsRecvd atomic.Bool  // the peer's SETTINGS arrived
 	clock         atomic.Int64 // a coarse now (UnixNano), set by housekeeping each tick
 	heard         atomic.Int64 // the coarse time something last arrived from the peer
-	smallMu       sync.Mutex  // guards small
-	small         tokenBucket // paces the peer's small DATA frames
+	smallMu       sync.Mutex   // guards small
+	small         tokenBucket  // paces the peer's small DATA frames
 
 	peerInitial  atomic.Uint64 // peer's SETTINGS_INITIAL_WINDOW
 	peerMaxFrame atomic.Uint64 // peer's SETTINGS_MAX_FRAME_PAYLOAD
