@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -17,7 +18,7 @@ import (
 // flow control must never be the limit that governs: bp/1's windows are.
 // The lanes are read eagerly, so QUIC's receive buffers hold only data in
 // transit, and the windows here merely need to exceed what bp/1 can have
-// in flight.
+// in flight. No field may be negative.
 type QUICConfig struct {
 	// MaxStreamWindow bounds the bp/1 window of one stream (the mux's
 	// MaxWindow). Zero means 16 MiB.
@@ -29,15 +30,49 @@ type QUICConfig struct {
 	// means 256.
 	MaxStreams int64
 	// IdleTimeout closes a connection that hears nothing from the peer for
-	// this long. Zero means 30 s.
+	// this long; lanes then fail with an error matching both ErrConnClosed
+	// and ErrIdleTimeout. QUIC sends its own keepalive every third of it.
+	// Zero means 30 s.
 	IdleTimeout time.Duration
 	// HandshakeTimeout bounds the QUIC handshake. Zero means 10 s.
 	HandshakeTimeout time.Duration
+	// MaxConns (listeners only) caps the connections a listener holds at
+	// once, counted from the first packet of a connection's handshake
+	// until the connection closes. At the cap, a new connection is
+	// refused with QUIC's CONNECTION_REFUSED before quic-go builds any
+	// state for it. Zero means no cap.
+	MaxConns int
+	// MaxHandshakes (listeners only) caps the connections not yet returned
+	// by Accept: those in the QUIC handshake (each bounded in time by
+	// HandshakeTimeout) and those waiting in quic-go's accept queue (at
+	// most 32). quic-go itself bounds neither the number of handshakes in
+	// progress nor their memory. Once half the cap is in use, a client
+	// must first prove its address with a QUIC Retry, so that spoofed
+	// packets cannot take the other half; at the cap, new connections are
+	// refused like those over MaxConns. Zero means no cap.
+	MaxHandshakes int
 }
 
 // quicSlack is added to QUIC's windows for frame headers and control
 // frames that travel on lanes besides the bytes bp/1 credit counts.
 const quicSlack = 1 << 20
+
+// validate reports a field that quic-go would reject or misread.
+func (c QUICConfig) validate() error {
+	switch {
+	case c.MaxStreams < 0:
+		return fmt.Errorf("transport: QUICConfig.MaxStreams %d is negative", c.MaxStreams)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("transport: QUICConfig.IdleTimeout %v is negative", c.IdleTimeout)
+	case c.HandshakeTimeout < 0:
+		return fmt.Errorf("transport: QUICConfig.HandshakeTimeout %v is negative", c.HandshakeTimeout)
+	case c.MaxConns < 0:
+		return fmt.Errorf("transport: QUICConfig.MaxConns %d is negative", c.MaxConns)
+	case c.MaxHandshakes < 0:
+		return fmt.Errorf("transport: QUICConfig.MaxHandshakes %d is negative", c.MaxHandshakes)
+	}
+	return nil
+}
 
 func (c QUICConfig) quicConfig() *quic.Config {
 	win := c.MaxStreamWindow
@@ -77,6 +112,32 @@ func (c QUICConfig) quicConfig() *quic.Config {
 	}
 }
 
+// ErrInvalidConfig is returned (wrapped) by DialQUIC and ListenQUIC for
+// arguments they cannot use: a nil context or TLS configuration, a server
+// configuration without a certificate, a TLS version cap below 1.3, or a
+// negative QUICConfig field.
+var ErrInvalidConfig = errors.New("transport: invalid configuration")
+
+// checkTLS reports whether conf can carry bp/1, which needs TLS 1.3.
+func checkTLS(conf *tls.Config, server bool) error {
+	switch {
+	case conf == nil:
+		return fmt.Errorf("%w: nil *tls.Config", ErrInvalidConfig)
+	case conf.MaxVersion != 0 && conf.MaxVersion < tls.VersionTLS13:
+		return fmt.Errorf("%w: tls.Config.MaxVersion 0x%x is below TLS 1.3", ErrInvalidConfig, conf.MaxVersion)
+	case server && conf.GetCertificate == nil && conf.GetConfigForClient == nil:
+		if len(conf.Certificates) == 0 {
+			return fmt.Errorf("%w: server tls.Config has no certificate", ErrInvalidConfig)
+		}
+		for i, c := range conf.Certificates {
+			if len(c.Certificate) == 0 || c.PrivateKey == nil {
+				return fmt.Errorf("%w: server tls.Config.Certificates[%d] is empty", ErrInvalidConfig, i)
+			}
+		}
+	}
+	return nil
+}
+
 // withALPN returns a copy of conf that offers bp/1 and requires TLS 1.3.
 func withALPN(conf *tls.Config) *tls.Config {
 	conf = conf.Clone()
@@ -85,36 +146,210 @@ func withALPN(conf *tls.Config) *tls.Config {
 	return conf
 }
 
-// DialQUIC opens a QUIC connection to addr for a bp/1 session.
+// DialQUIC opens a QUIC connection to addr for a bp/1 session. tlsConf
+// must not be nil; ALPN and TLS 1.3 are set on a copy of it. A server that
+// refuses the connection (over its cap) gives an error matching
+// ErrConnRefused; one that never answers, an error matching
+// ErrIdleTimeout, after cfg.HandshakeTimeout unless ctx ends first.
 func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, cfg QUICConfig) (Conn, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("transport: dial %s: %w: nil context", addr, ErrInvalidConfig)
+	}
+	if err := checkTLS(tlsConf, false); err != nil {
+		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("transport: dial %s: %w: %w", addr, ErrInvalidConfig, err)
+	}
 	c, err := quic.DialAddr(ctx, addr, withALPN(tlsConf), cfg.quicConfig())
 	if err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+		if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+		}
+		return nil, fmt.Errorf("transport: dial %s: %w", addr, connError(err))
 	}
 	return &quicConn{c: c, client: true}, nil
 }
 
 // ListenQUIC listens for bp/1 sessions over QUIC on the UDP address addr.
-func ListenQUIC(addr string, tlsConf *tls.Config, cfg QUICConfig) (Listener, error) {
-	l, err := quic.ListenAddr(addr, withALPN(tlsConf), cfg.quicConfig())
+// tlsConf must not be nil and must carry a certificate (see
+// ServerConfig). cfg.MaxConns and cfg.MaxHandshakes bound what the
+// listener holds; Stats counts it.
+func ListenQUIC(addr string, tlsConf *tls.Config, cfg QUICConfig) (*QUICListener, error) {
+	if err := checkTLS(tlsConf, true); err != nil {
+		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("transport: listen %s: %w: %w", addr, ErrInvalidConfig, err)
+	}
+	uaddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
 	}
-	return &quicListener{l: l}, nil
+	udp, err := net.ListenUDP("udp", uaddr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
+	}
+	ql := &QUICListener{udp: udp, maxConns: cfg.MaxConns, maxPending: cfg.MaxHandshakes}
+	ql.tr = &quic.Transport{
+		Conn:                udp,
+		ConnContext:         ql.admit,
+		VerifySourceAddress: ql.verifySource,
+	}
+	l, err := ql.tr.Listen(withALPN(tlsConf), cfg.quicConfig())
+	if err != nil {
+		ql.tr.Close()
+		udp.Close()
+		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
+	}
+	ql.l = l
+	return ql, nil
 }
 
-type quicListener struct{ l *quic.Listener }
+// QUICListener is a Listener for bp/1 over QUIC that bounds and counts the
+// connections it holds (QUICConfig.MaxConns, QUICConfig.MaxHandshakes).
+type QUICListener struct {
+	l          *quic.Listener
+	tr         *quic.Transport
+	udp        *net.UDPConn
+	maxConns   int
+	maxPending int
+	closeOnce  sync.Once
 
-func (l *quicListener) Accept(ctx context.Context) (Conn, error) {
+	mu       sync.Mutex
+	pending  int    // admitted, not yet returned by Accept
+	accepted int    // returned by Accept, not yet closed
+	refused  uint64 // refused at a cap or after Close
+	closed   bool
+}
+
+// ListenerStats counts what a QUICListener holds.
+type ListenerStats struct {
+	// Handshaking is the number of connections admitted but not yet
+	// returned by Accept: in the QUIC handshake or in quic-go's accept
+	// queue.
+	Handshaking int
+	// Accepted is the number of connections returned by Accept that have
+	// not closed yet.
+	Accepted int
+	// Refused is the number of connection attempts refused so far, at a
+	// cap or after Close. It counts Initial packets: a client whose first
+	// flight takes two packets counts twice.
+	Refused uint64
+}
+
+// connState is a connection's place in the listener's counts, guarded by
+// the listener's mu.
+type connState struct{ accepted, closed bool }
+
+type connStateKey struct{}
+
+// errRefused tells quic-go to refuse a connection with CONNECTION_REFUSED.
+var errRefused = errors.New("transport: listener full")
+
+// admit is quic-go's ConnContext: it runs for every new connection before
+// quic-go builds any state for it, and ctx ends when the connection closes
+// or its handshake fails.
+func (l *QUICListener) admit(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || (l.maxConns > 0 && l.pending+l.accepted >= l.maxConns) || (l.maxPending > 0 && l.pending >= l.maxPending) {
+		l.refused++
+		return nil, errRefused
+	}
+	l.pending++
+	st := &connState{}
+	context.AfterFunc(ctx, func() { l.release(st) })
+	return context.WithValue(ctx, connStateKey{}, st), nil
+}
+
+// verifySource asks for a Retry once half of MaxHandshakes is in use.
+func (l *QUICListener) verifySource(net.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.maxPending > 0 && 2*l.pending >= l.maxPending
+}
+
+// release forgets a closed connection; the last one after Close closes
+// the UDP socket.
+func (l *QUICListener) release(st *connState) {
+	l.mu.Lock()
+	st.closed = true
+	if st.accepted {
+		l.accepted--
+	} else {
+		l.pending--
+	}
+	last := l.closed && l.pending+l.accepted == 0
+	l.mu.Unlock()
+	if last {
+		l.closeTransport()
+	}
+}
+
+func (l *QUICListener) closeTransport() {
+	l.closeOnce.Do(func() {
+		l.tr.Close()
+		l.udp.Close()
+	})
+}
+
+// Accept waits for the next connection that has completed its handshake.
+func (l *QUICListener) Accept(ctx context.Context) (Conn, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("transport: accept: %w: nil context", ErrInvalidConfig)
+	}
 	c, err := l.l.Accept(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("transport: accept: %w", err)
 	}
+	if st, ok := c.Context().Value(connStateKey{}).(*connState); ok {
+		l.mu.Lock()
+		if !st.closed && !st.accepted {
+			st.accepted = true
+			l.pending--
+			l.accepted++
+		}
+		l.mu.Unlock()
+	}
 	return &quicConn{c: c}, nil
 }
 
-func (l *quicListener) Close() error   { return l.l.Close() }
-func (l *quicListener) Addr() net.Addr { return l.l.Addr() }
+// Stats returns the listener's counts.
+func (l *QUICListener) Stats() ListenerStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return ListenerStats{Handshaking: l.pending, Accepted: l.accepted, Refused: l.refused}
+}
+
+// Close stops listening: handshakes in progress are refused, connections
+// waiting to be accepted are closed, and connections already accepted stay
+// open. The UDP socket closes with the last of them.
+func (l *QUICListener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	err := l.l.Close()
+	// Connections that completed the handshake but were never accepted
+	// wait in quic-go's queue (at most 32) until drained.
+	for {
+		c, aerr := l.l.Accept(context.Background())
+		if aerr != nil {
+			break
+		}
+		c.CloseWithError(0, "listener closed")
+	}
+	l.mu.Lock()
+	last := l.pending+l.accepted == 0
+	l.mu.Unlock()
+	if last {
+		l.closeTransport()
+	}
+	return err
+}
+
+// Addr returns the UDP address the listener is bound to.
+func (l *QUICListener) Addr() net.Addr { return l.l.Addr() }
 
 type quicConn struct {
 	c      *quic.Conn
@@ -237,6 +472,24 @@ func convertError(err error) error {
 	var streamErr *quic.StreamError
 	if errors.As(err, &streamErr) {
 		return &LaneError{Code: uint64(streamErr.ErrorCode), Remote: streamErr.Remote}
+	}
+	return connError(err)
+}
+
+// connError wraps an error that ended a connection without an application
+// code in ErrConnClosed, and in ErrIdleTimeout when nothing was heard from
+// the peer in time (QUIC's idle timeout, or its handshake timeout) or
+// ErrConnRefused when the server refused the connection. The quic-go error
+// stays in the chain.
+func connError(err error) error {
+	var idle *quic.IdleTimeoutError
+	var hs *quic.HandshakeTimeoutError
+	var te *quic.TransportError
+	switch {
+	case errors.As(err, &idle), errors.As(err, &hs):
+		return fmt.Errorf("%w: %w: %w", ErrConnClosed, ErrIdleTimeout, err)
+	case errors.As(err, &te) && te.Remote && te.ErrorCode == quic.ConnectionRefused:
+		return fmt.Errorf("%w: %w: %w", ErrConnClosed, ErrConnRefused, err)
 	}
 	return fmt.Errorf("%w: %w", ErrConnClosed, err)
 }

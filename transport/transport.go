@@ -112,3 +112,8 @@ var ErrConnClosed = errors.New("transport: connection closed")
 // the connection closed because nothing was heard from the peer for the
 // transport's idle timeout.
 var ErrIdleTimeout = errors.New("transport: idle timeout: nothing heard from the peer")
+
+// ErrConnRefused is returned (wrapped, together with ErrConnClosed) when
+// the server refused the connection, as a bp/1 listener does over its
+// session or handshake cap (QUIC's CONNECTION_REFUSED).
+var ErrConnRefused = errors.New("transport: connection refused by the server")
