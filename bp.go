@@ -4,27 +4,50 @@
 // slow reader stalls its writer end to end.
 //
 // Dial and Listen are the shortest way in: they run a bp/1 session over
-// quic-go with QUIC sized so that bp/1's windows govern. The pieces are in
-// the sub-packages: framing (the wire format), window (flow-control logic),
-// mux (sessions and streams), transport (connection bindings and TLS
-// helpers). SPEC.md describes the protocol.
+// quic-go with QUIC sized so that bp/1's windows govern. ListenConfig sets
+// the listener-wide limits. The pieces are in the sub-packages: framing
+// (the wire format), window (flow-control logic), mux (sessions and
+// streams), transport (connection bindings and TLS helpers). SPEC.md
+// describes the protocol.
 package bp
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
-	"net"
 
 	"github.com/bpmux/bp/mux"
 	"github.com/bpmux/bp/transport"
 )
 
+// ErrInvalidArgument is returned (wrapped) by Dial, Listen and
+// ListenConfig.Listen for an argument they cannot use, such as a nil
+// context or an invalid configuration. An unusable *tls.Config gives an
+// error matching transport.ErrInvalidConfig as well.
+var ErrInvalidArgument = errors.New("bp: invalid argument")
+
 // Dial connects to a bp/1 server at addr (host:port, UDP) and starts a
 // client session. tlsConf must verify the server (see
 // transport.PinnedClientConfig); ALPN and TLS 1.3 are set for you. cfg may
 // be nil for the defaults.
+//
+// QUIC's idle timeout is cfg's DeadPeerTimeout, so that a vanished server
+// ends the session within it, with an error matching
+// mux.ErrPeerUnreachable. A server over its session cap refuses the
+// connection: the error matches transport.ErrConnRefused.
 func Dial(ctx context.Context, addr string, tlsConf *tls.Config, cfg *mux.Config) (*mux.Session, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
+	}
+	if cfg != nil { // validate before dialling
+		if err := cfg.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+		}
+	}
+	if tlsConf == nil {
+		return nil, fmt.Errorf("%w: %w: nil *tls.Config", ErrInvalidArgument, transport.ErrInvalidConfig)
+	}
 	conn, err := transport.DialQUIC(ctx, addr, tlsConf, quicConfig(cfg))
 	if err != nil {
 		return nil, err
@@ -37,55 +60,23 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, cfg *mux.Config
 	return sess, nil
 }
 
-// Listener accepts bp/1 sessions.
-type Listener struct {
-	ln  transport.Listener
-	cfg *mux.Config
-}
-
-// Listen listens for bp/1 sessions on the UDP address addr. cfg may be nil
-// for the defaults; it applies to every accepted session.
-func Listen(addr string, tlsConf *tls.Config, cfg *mux.Config) (*Listener, error) {
-	if cfg != nil { // validate before binding the port
-		if err := cfg.Validate(); err != nil {
-			return nil, err
-		}
-	}
-	ln, err := transport.ListenQUIC(addr, tlsConf, quicConfig(cfg))
-	if err != nil {
-		return nil, err
-	}
-	return &Listener{ln: ln, cfg: cfg}, nil
-}
-
-// Accept waits for the next session.
-func (l *Listener) Accept(ctx context.Context) (*mux.Session, error) {
-	conn, err := l.ln.Accept(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sess, err := mux.New(conn, l.cfg)
-	if err != nil {
-		conn.CloseWithError(0, "")
-		return nil, fmt.Errorf("bp: %w", err)
-	}
-	return sess, nil
-}
-
-// Close stops listening; sessions already accepted stay open.
-func (l *Listener) Close() error { return l.ln.Close() }
-
-// Addr returns the address the listener is bound to.
-func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
-
-// quicConfig sizes QUIC so that it never limits what cfg's windows allow.
+// quicConfig sizes QUIC so that it never limits what cfg's windows allow,
+// and gives it cfg's DeadPeerTimeout as its idle timeout, so that QUIC
+// and bp/1's keepalive agree on when a peer is gone. QUIC's own keepalive
+// runs every third of it.
 func quicConfig(cfg *mux.Config) transport.QUICConfig {
-	if cfg == nil {
-		return transport.QUICConfig{}
+	var c mux.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	dead := c.DeadPeerTimeout
+	if dead <= 0 {
+		dead = mux.DefaultDeadPeerTimeout
 	}
 	return transport.QUICConfig{
-		MaxStreamWindow: cfg.MaxWindow,
-		SessionBudget:   cfg.SessionBudget,
-		MaxStreams:      int64(cfg.MaxStreams),
+		MaxStreamWindow: c.MaxWindow,
+		SessionBudget:   c.SessionBudget,
+		MaxStreams:      int64(c.MaxStreams),
+		IdleTimeout:     dead,
 	}
 }

@@ -1,0 +1,166 @@
+package bp
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/bpmux/bp/mux"
+	"github.com/bpmux/bp/transport"
+)
+
+// Listener-wide defaults of ListenConfig.
+const (
+	// DefaultMaxSessions is the default ListenConfig.MaxSessions.
+	DefaultMaxSessions = 1000
+	// DefaultMaxHandshakes is the default ListenConfig.MaxHandshakes.
+	DefaultMaxHandshakes = 256
+	// DefaultIdleSessionTimeout is the default
+	// ListenConfig.IdleSessionTimeout.
+	DefaultIdleSessionTimeout = 5 * time.Minute
+)
+
+// ListenConfig holds the options of a bp/1 listener, in the spirit of
+// net.ListenConfig. The zero value is ready to use: every zero field
+// takes the safe default given in its comment.
+//
+// What a listener holds is bounded: at most MaxSessions connections at
+// once, of which at most MaxHandshakes have not yet been returned by
+// Accept. A connection counts from the first packet of its QUIC handshake
+// until it closes, so the handshakes quic-go runs (it bounds neither their
+// number nor their memory, only their time, by the 10 s handshake
+// timeout) and the at most 32 connections in its accept queue are inside
+// the caps, as are accepted sessions whose peer has not sent SETTINGS
+// (closed after the Session config's SettingsTimeout, 10 s by default).
+// A connection over a cap is refused with QUIC's CONNECTION_REFUSED
+// before quic-go builds any state for it, and the client's Dial fails
+// with an error matching transport.ErrConnRefused.
+type ListenConfig struct {
+	// Session configures every accepted session; nil means the defaults.
+	// QUIC's idle timeout is its DeadPeerTimeout, as with Dial.
+	Session *mux.Config
+	// MaxSessions caps the connections the listener holds at once, from
+	// the first packet of the handshake until the session ends. Default
+	// DefaultMaxSessions (1000); negative means no cap.
+	MaxSessions int
+	// MaxHandshakes caps the connections not yet returned by Accept (in
+	// the QUIC handshake or waiting to be accepted); once half of them are
+	// in use, new clients must first prove their address with a QUIC
+	// Retry (one more round trip). Default DefaultMaxHandshakes (256);
+	// negative means no cap. It is never more than MaxSessions.
+	MaxHandshakes int
+	// IdleSessionTimeout ends an accepted session gracefully (GOAWAY) once
+	// it has had no stream for this long: it sets Session.IdleTimeout
+	// when that is zero. Default DefaultIdleSessionTimeout (5 minutes);
+	// negative disables it.
+	IdleSessionTimeout time.Duration
+}
+
+// Listener accepts bp/1 sessions.
+type Listener struct {
+	ln  *transport.QUICListener
+	cfg mux.Config
+}
+
+// ListenerStats counts what a Listener holds.
+type ListenerStats struct {
+	// Sessions is the number of accepted sessions that have not ended.
+	Sessions int
+	// Handshaking is the number of connections not yet accepted: in the
+	// QUIC handshake or waiting for Accept.
+	Handshaking int
+	// Refused is the number of connection attempts refused so far over
+	// MaxSessions or MaxHandshakes, or after Close. It counts QUIC Initial
+	// packets: a client whose first flight takes two counts twice.
+	Refused uint64
+}
+
+// Listen listens for bp/1 sessions on the UDP address addr with the
+// defaults of ListenConfig. tlsConf must carry the server's certificate
+// (see transport.ServerConfig). cfg may be nil for the defaults; it
+// applies to every accepted session.
+func Listen(addr string, tlsConf *tls.Config, cfg *mux.Config) (*Listener, error) {
+	return ListenConfig{Session: cfg}.Listen(addr, tlsConf)
+}
+
+// Listen listens for bp/1 sessions on the UDP address addr. tlsConf must
+// carry the server's certificate (see transport.ServerConfig); ALPN and
+// TLS 1.3 are set for you.
+func (lc ListenConfig) Listen(addr string, tlsConf *tls.Config) (*Listener, error) {
+	var sess mux.Config
+	if lc.Session != nil {
+		sess = *lc.Session
+	}
+	if lc.IdleSessionTimeout == 0 {
+		lc.IdleSessionTimeout = DefaultIdleSessionTimeout
+	}
+	if sess.IdleTimeout == 0 && lc.IdleSessionTimeout > 0 {
+		sess.IdleTimeout = lc.IdleSessionTimeout
+	}
+	if err := sess.Validate(); err != nil { // before binding the port
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	if tlsConf == nil {
+		return nil, fmt.Errorf("%w: %w: nil *tls.Config", ErrInvalidArgument, transport.ErrInvalidConfig)
+	}
+	qc := quicConfig(&sess)
+	qc.MaxConns = limit(lc.MaxSessions, DefaultMaxSessions)
+	qc.MaxHandshakes = limit(lc.MaxHandshakes, DefaultMaxHandshakes)
+	if qc.MaxConns > 0 && (qc.MaxHandshakes == 0 || qc.MaxHandshakes > qc.MaxConns) {
+		qc.MaxHandshakes = qc.MaxConns
+	}
+	ln, err := transport.ListenQUIC(addr, tlsConf, qc)
+	if err != nil {
+		return nil, err
+	}
+	return &Listener{ln: ln, cfg: sess}, nil
+}
+
+// limit turns a ListenConfig cap into a transport one: zero means def,
+// negative means none (0).
+func limit(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// Accept waits for the next session. A session counts toward the
+// listener's caps until its Done channel closes.
+func (l *Listener) Accept(ctx context.Context) (*mux.Session, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
+	}
+	conn, err := l.ln.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := mux.New(conn, &l.cfg)
+	if err != nil {
+		conn.CloseWithError(0, "")
+		return nil, fmt.Errorf("bp: %w", err)
+	}
+	return sess, nil
+}
+
+// Stats returns the listener's counts.
+func (l *Listener) Stats() ListenerStats {
+	s := l.ln.Stats()
+	return ListenerStats{Sessions: s.Accepted, Handshaking: s.Handshaking, Refused: s.Refused}
+}
+
+// Sessions returns the number of accepted sessions that have not ended.
+func (l *Listener) Sessions() int { return l.Stats().Sessions }
+
+// Close stops listening: handshakes in progress are refused and
+// connections not yet accepted are closed; sessions already accepted stay
+// open.
+func (l *Listener) Close() error { return l.ln.Close() }
+
+// Addr returns the address the listener is bound to.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
