@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/transport"
+	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -110,4 +112,51 @@ func runPlan(t *testing.T, st *Stream, pl plan, msg []byte) {
 			}
 		}
 	}
+}
+
+// TestShutdownReportsAbruptPeer: Shutdown returns nil only when both sides
+// finished; a peer that closes with NO_ERROR while this side still has a
+// stream in progress (its own Close, or its Shutdown deadline) vouches for
+// nothing, and Shutdown says so.
+func TestShutdownReportsAbruptPeer(t *testing.T) {
+	p := newPair(t, nil, nil)
+	c, _ := p.openPair(t)
+	_, err := c.Write([]byte("unfinished"))
+	require.NoError(t, err)
+	shut := make(chan error, 1)
+	go func() { shut <- p.server.Shutdown(ctxT(t)) }()
+	waitFor(t, "the GOAWAY to arrive", func() bool {
+		p.client.mu.Lock()
+		defer p.client.mu.Unlock()
+		return p.client.goAwayRecvd
+	})
+	require.NoError(t, p.client.Close())
+	err = <-shut
+	require.ErrorIs(t, err, ErrSessionClosed)
+	var se *SessionError
+	require.ErrorAs(t, err, &se)
+	require.True(t, se.Remote)
+	require.Equal(t, framing.NoError, se.Code)
+	require.ErrorContains(t, err, "closed by the application", "the peer's reason")
+}
+
+// TestQUICResetBeforeAccept: a stream the peer aborts at the QUIC level
+// before the application accepted it is refused like one it RESET: never
+// handed to Accept, and retired at once.
+func TestQUICResetBeforeAccept(t *testing.T) {
+	srv := newRawServer(t, &Config{KeepAliveInterval: -1}, transport.QUICConfig{})
+	p := dialRaw(t, srv)
+	l := p.onStreamData([]byte("never mind"), false)
+	waitFor(t, "the stream to be queued", func() bool { return p.sess.Stats().AcceptQueue == 1 })
+	l.s.CancelWrite(quic.StreamErrorCode(framing.Cancel))
+	l.s.CancelRead(quic.StreamErrorCode(framing.Cancel))
+	waitFor(t, "the stream to retire", func() bool {
+		st := p.sess.Stats()
+		return st.Streams == 0 && st.AcceptQueue == 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := p.sess.Accept(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NoError(t, p.sess.Err())
 }

@@ -216,6 +216,16 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 		lane.CancelWrite(uint64(framing.Cancel))
 		return nil, sess.err()
 	}
+	if sess.goAwayRecvd || sess.goAwaySent {
+		// A GOAWAY came or went while the lane opened, and this side may
+		// have sent DONE since: the peer never heard of this stream, so
+		// abandoning its lane loses nothing.
+		sess.mu.Unlock()
+		recv.Close()
+		lane.CancelWrite(uint64(framing.RefusedStream))
+		lane.CancelRead(uint64(framing.RefusedStream))
+		return nil, ErrGoAway
+	}
 	sess.streams[id] = s
 	sess.idleSince = time.Time{}
 	// The peer's SETTINGS may have raised the initial window since s was
@@ -329,8 +339,12 @@ func (sess *Session) maybeDoneLocked() (closeNow bool) {
 
 // closeGracefully closes a session both of whose sides are done.
 func (sess *Session) closeGracefully() {
-	sess.shutdown(&SessionError{Code: framing.NoError, Err: errors.New("graceful shutdown: both sides finished all streams")})
+	sess.shutdown(&SessionError{Code: framing.NoError, Err: errGracefulEnd})
 }
+
+// errGracefulEnd is the cause of a session that closed after both sides
+// sent GOAWAY with DONE.
+var errGracefulEnd = errors.New("graceful shutdown: both sides finished all streams")
 
 // Shutdown ends the session gracefully (see GoAway) and waits until it has
 // closed: when both sides have finished all their streams, so that nothing
@@ -349,7 +363,17 @@ func (sess *Session) Shutdown(ctx context.Context) error {
 	}
 	sess.Close()
 	var se *SessionError
-	if errors.As(sess.closeErr, &se) && se.Code == framing.NoError {
+	if !errors.As(sess.closeErr, &se) || se.Code != framing.NoError {
+		return sess.closeErr
+	}
+	// Graceful only if both sides were done: this side closed after the
+	// DONE exchange, or the peer closed with NO_ERROR after this side
+	// sent DONE (which may overtake the peer's own DONE, SPEC.md 5.7). A
+	// peer's NO_ERROR close before that vouches for nothing.
+	sess.mu.Lock()
+	doneSent := sess.doneSent
+	sess.mu.Unlock()
+	if errors.Is(se, errGracefulEnd) || se.Remote && doneSent {
 		return nil
 	}
 	return sess.closeErr

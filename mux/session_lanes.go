@@ -140,6 +140,14 @@ func (sess *Session) dequeueLocked(s *Stream) {
 	}
 }
 
+// dequeue takes a refused stream out of the accept queue. It still counts
+// against MaxStreams until it is gone.
+func (sess *Session) dequeue(s *Stream) {
+	sess.mu.Lock()
+	sess.dequeueLocked(s)
+	sess.mu.Unlock()
+}
+
 // refuseQueued refuses every stream still waiting for Accept: a session
 // that is shutting down will not serve them, and REFUSED_STREAM tells the
 // opener it may retry them elsewhere (SPEC.md 6.2).

@@ -253,13 +253,19 @@ func (s *Stream) laneReadEnded(err error) {
 func (s *Stream) laneReadFailed(le *transport.LaneError) {
 	s.mu.Lock()
 	first := s.lc.onLaneReset()
+	refused := false
 	if first {
 		s.peerReset = framing.ErrorCode(le.Code)
+		refused = s.refuseUnacceptedLocked()
 		s.discardLocked()
 	}
 	s.mu.Unlock()
 	signal(s.readReady)
+	signal(s.writeReady)
 	s.flushControl()
+	if refused {
+		s.sess.dequeue(s)
+	}
 	s.maybeRemove()
 	if first && le.Remote {
 		s.sess.uselessIfIdle(s)
@@ -444,20 +450,15 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
 		}
 		s.peerReset = f.ErrorCode
-		if !s.accepted {
-			// Reset before the application saw it: refused, never
-			// handed out (Accept skips it), and this side's direction
-			// ends too.
-			s.refused, s.writeClosed, s.readClosed = true, true, true
-			if s.lc.reset() {
-				s.localReset = framing.RefusedStream
-			}
-		}
+		refused := s.refuseUnacceptedLocked()
 		s.discardLocked()
 		s.mu.Unlock()
 		signal(s.readReady)
 		signal(s.writeReady)
 		s.flushControl()
+		if refused {
+			s.sess.dequeue(s)
+		}
 		s.maybeRemove()
 		if err := s.sess.uselessIfIdle(s); err != nil {
 			return err
@@ -481,6 +482,21 @@ func (s *Stream) onControl(f *framing.Frame) error {
 	}
 	s.sess.emitAll(ev)
 	return nil
+}
+
+// refuseUnacceptedLocked refuses a stream the peer reset before the
+// application accepted it: it is never handed out (Accept skips it), and
+// this side's direction ends with RESET REFUSED_STREAM (SPEC.md 6.2). It
+// reports whether it did.
+func (s *Stream) refuseUnacceptedLocked() bool {
+	if s.accepted || s.refused {
+		return false
+	}
+	s.refused, s.writeClosed, s.readClosed = true, true, true
+	if s.lc.reset() {
+		s.localReset = framing.RefusedStream
+	}
+	return true
 }
 
 // didWork reports whether the stream carried any data either way: a
