@@ -253,20 +253,9 @@ func (s *Stream) laneReadEnded(err error) {
 func (s *Stream) laneReadFailed(le *transport.LaneError) {
 	s.mu.Lock()
 	first := s.lc.onLaneReset()
-	refused := false
-	if first {
-		s.peerReset = framing.ErrorCode(le.Code)
-		refused = s.refuseUnacceptedLocked()
-		s.discardLocked()
-	}
+	refused := first && s.peerResetLocked(framing.ErrorCode(le.Code))
 	s.mu.Unlock()
-	signal(s.readReady)
-	signal(s.writeReady)
-	s.flushControl()
-	if refused {
-		s.sess.dequeue(s)
-	}
-	s.maybeRemove()
+	s.afterPeerReset(refused)
 	if first && le.Remote {
 		s.sess.uselessIfIdle(s)
 	}
@@ -449,17 +438,9 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			s.mu.Unlock()
 			return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
 		}
-		s.peerReset = f.ErrorCode
-		refused := s.refuseUnacceptedLocked()
-		s.discardLocked()
+		refused := s.peerResetLocked(f.ErrorCode)
 		s.mu.Unlock()
-		signal(s.readReady)
-		signal(s.writeReady)
-		s.flushControl()
-		if refused {
-			s.sess.dequeue(s)
-		}
-		s.maybeRemove()
+		s.afterPeerReset(refused)
 		if err := s.sess.uselessIfIdle(s); err != nil {
 			return err
 		}
@@ -482,6 +463,29 @@ func (s *Stream) onControl(f *framing.Frame) error {
 	}
 	s.sess.emitAll(ev)
 	return nil
+}
+
+// peerResetLocked applies what follows the peer's reset of its direction
+// (by RESET or at the QUIC level), once the lifecycle has recorded it: the
+// unread data goes, and a stream not yet accepted is refused. It reports
+// whether it was refused.
+func (s *Stream) peerResetLocked(code framing.ErrorCode) (refused bool) {
+	s.peerReset = code
+	refused = s.refuseUnacceptedLocked()
+	s.discardLocked()
+	return refused
+}
+
+// afterPeerReset wakes the stream's callers after peerResetLocked, writes
+// what this side owes, and retires the stream if it is gone.
+func (s *Stream) afterPeerReset(refused bool) {
+	signal(s.readReady)
+	signal(s.writeReady)
+	s.flushControl()
+	if refused {
+		s.sess.dequeue(s)
+	}
+	s.maybeRemove()
 }
 
 // refuseUnacceptedLocked refuses a stream the peer reset before the
