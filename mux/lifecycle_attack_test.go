@@ -209,10 +209,12 @@ func TestAttackChurnSlowAcceptor(t *testing.T) {
 
 // abandon resets a raw stream in both directions as a conforming peer may
 // without waiting for anything: RESET and STOP_SENDING, then its QUIC FIN
-// (SPEC.md 3.4 allows the FIN once it asked the other side to stop).
+// (SPEC.md 3.4 allows the FIN once it asked the other side to stop). A
+// stream the server refused as it arrived has its lane stopped at the
+// QUIC level, so the write may fail; that is an answer, not an error.
 func abandon(t *testing.T, l *rawLane) {
 	t.Helper()
-	require.NoError(t, l.write(rfReset(t, l.ID, framing.Cancel), rfStopSending(t, l.ID, framing.Cancel)))
+	l.write(rfReset(t, l.ID, framing.Cancel), rfStopSending(t, l.ID, framing.Cancel))
 	l.fin()
 }
 
