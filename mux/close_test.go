@@ -160,3 +160,21 @@ func TestQUICResetBeforeAccept(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NoError(t, p.sess.Err())
 }
+
+// TestPeakConsumerLag: the peak of data in flight is tracked at every
+// send, so a transfer too fast for any sampling still reports it.
+func TestPeakConsumerLag(t *testing.T) {
+	cfg := &Config{InitialWindow: 64 << 10, MaxWindow: 64 << 10}
+	p := newPair(t, cfg, cfg)
+	c, s := p.openPair(t)
+	require.Equal(t, 64<<10, writeWithin(t, c, newPattern(1), 300*time.Millisecond))
+	_, err := io.ReadFull(s, make([]byte, 64<<10))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	_, err = s.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF)
+	require.NoError(t, c.WaitConsumed(ctxT(t)))
+	st := c.Stats()
+	require.Zero(t, st.ConsumerLag)
+	require.Equal(t, uint64(64<<10), st.PeakConsumerLag)
+}

@@ -80,10 +80,14 @@ type StreamStats struct {
 	SendCredit   uint64 // SendLimit - BytesSent
 	PeerConsumed uint64 // bytes the peer's application has read
 	ConsumerLag  uint64 // BytesSent - PeerConsumed
-	Stalls       uint64 // times a writer ran out of credit
-	TimeStalled  time.Duration
-	BytesDropped uint64 // drop mode: bytes discarded
-	Drops        uint64 // drop mode: writes discarded
+	// PeakConsumerLag is the largest ConsumerLag so far: the most data
+	// ever sent and not yet consumed at once (tracked at every send, not
+	// sampled).
+	PeakConsumerLag uint64
+	Stalls          uint64 // times a writer ran out of credit
+	TimeStalled     time.Duration
+	BytesDropped    uint64 // drop mode: bytes discarded
+	Drops           uint64 // drop mode: writes discarded
 	// Receive side.
 	BytesReceived uint64
 	BytesConsumed uint64

@@ -102,6 +102,7 @@ func (s *Stream) reserveCredit(want int) (int, error) {
 				return 0, err
 			}
 			s.stats.BytesSent += n
+			s.stats.PeakConsumerLag = max(s.stats.PeakConsumerLag, s.send.Sent()-s.peerConsumed)
 			s.sess.stats.bytesSent.Add(n)
 			return int(n), nil
 		}
