@@ -146,31 +146,6 @@ func withALPN(conf *tls.Config) *tls.Config {
 	return conf
 }
 
-// DialQUIC opens a QUIC connection to addr for a bp/1 session. tlsConf
-// must not be nil; ALPN and TLS 1.3 are set on a copy of it. A server that
-// refuses the connection (over its cap) gives an error matching
-// ErrConnRefused; one that never answers, an error matching
-// ErrIdleTimeout, after cfg.HandshakeTimeout unless ctx ends first.
-func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, cfg QUICConfig) (Conn, error) {
-	if ctx == nil {
-		return nil, fmt.Errorf("transport: dial %s: %w: nil context", addr, ErrInvalidConfig)
-	}
-	if err := checkTLS(tlsConf, false); err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w: %w", addr, ErrInvalidConfig, err)
-	}
-	c, err := quic.DialAddr(ctx, addr, withALPN(tlsConf), cfg.quicConfig())
-	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
-		}
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, connError(err))
-	}
-	return &quicConn{c: c, client: true}, nil
-}
-
 // ListenQUIC listens for bp/1 sessions over QUIC on the UDP address addr.
 // tlsConf must not be nil and must carry a certificate (see
 // ServerConfig). cfg.MaxConns and cfg.MaxHandshakes bound what the
@@ -191,6 +166,7 @@ func ListenQUIC(addr string, tlsConf *tls.Config, cfg QUICConfig) (*QUICListener
 		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
 	}
 	ql := &QUICListener{udp: udp, maxConns: cfg.MaxConns, maxPending: cfg.MaxHandshakes}
+	ql.closing, ql.stopAccepts = context.WithCancel(context.Background())
 	ql.tr = &quic.Transport{
 		Conn:                udp,
 		ConnContext:         ql.admit,
@@ -215,6 +191,12 @@ type QUICListener struct {
 	maxConns   int
 	maxPending int
 	closeOnce  sync.Once
+	// closing ends when Close is called: it wakes Accept callers, while
+	// the quic-go listener itself stays open until the last connection
+	// ends, so that new clients are refused at once (CONNECTION_REFUSED)
+	// rather than left unanswered.
+	closing     context.Context
+	stopAccepts context.CancelFunc
 
 	mu       sync.Mutex
 	pending  int    // admitted, not yet returned by Accept
@@ -289,6 +271,7 @@ func (l *QUICListener) release(st *connState) {
 
 func (l *QUICListener) closeTransport() {
 	l.closeOnce.Do(func() {
+		l.l.Close()
 		l.tr.Close()
 		l.udp.Close()
 	})
@@ -299,8 +282,18 @@ func (l *QUICListener) Accept(ctx context.Context) (Conn, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("transport: accept: %w: nil context", ErrInvalidConfig)
 	}
-	c, err := l.l.Accept(ctx)
+	if l.closing.Err() != nil {
+		return nil, fmt.Errorf("transport: accept: %w", net.ErrClosed)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(l.closing, cancel)
+	defer stop()
+	c, err := l.l.Accept(actx)
 	if err != nil {
+		if l.closing.Err() != nil && ctx.Err() == nil {
+			err = net.ErrClosed
+		}
 		return nil, fmt.Errorf("transport: accept: %w", err)
 	}
 	if st, ok := c.Context().Value(connStateKey{}).(*connState); ok {
@@ -322,30 +315,38 @@ func (l *QUICListener) Stats() ListenerStats {
 	return ListenerStats{Handshaking: l.pending, Accepted: l.accepted, Refused: l.refused}
 }
 
-// Close stops listening: handshakes in progress are refused, connections
-// waiting to be accepted are closed, and connections already accepted stay
-// open. The UDP socket closes with the last of them.
+// Close stops listening: Accept returns net.ErrClosed, new connections
+// and handshakes in progress are refused with CONNECTION_REFUSED (so a
+// client learns at once that the listener is gone), connections waiting
+// to be accepted are closed, and connections already accepted stay open.
+// The UDP socket closes with the last of them.
 func (l *QUICListener) Close() error {
 	l.mu.Lock()
+	again := l.closed
 	l.closed = true
-	l.mu.Unlock()
-	err := l.l.Close()
-	// Connections that completed the handshake but were never accepted
-	// wait in quic-go's queue (at most 32) until drained.
-	for {
-		c, aerr := l.l.Accept(context.Background())
-		if aerr != nil {
-			break
-		}
-		c.CloseWithError(0, "listener closed")
-	}
-	l.mu.Lock()
 	last := l.pending+l.accepted == 0
 	l.mu.Unlock()
+	if again {
+		return nil
+	}
+	l.stopAccepts()
 	if last {
 		l.closeTransport()
+		return nil
 	}
-	return err
+	// Until then, connections that complete a handshake begun before
+	// Close are closed as they come; this goroutine ends with the
+	// quic-go listener, when the last connection ends.
+	go func() {
+		for {
+			c, err := l.l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			c.CloseWithError(quic.ApplicationErrorCode(0), "listener closed")
+		}
+	}()
+	return nil
 }
 
 // Addr returns the UDP address the listener is bound to.

@@ -111,9 +111,10 @@ var ErrConnClosed = errors.New("transport: connection closed")
 // ErrIdleTimeout is returned (wrapped, together with ErrConnClosed) when
 // the connection closed because nothing was heard from the peer for the
 // transport's idle timeout.
-var ErrIdleTimeout = errors.New("transport: idle timeout: nothing heard from the peer")
+var ErrIdleTimeout = errors.New("idle timeout: nothing heard from the peer")
 
-// ErrConnRefused is returned (wrapped, together with ErrConnClosed) when
-// the server refused the connection, as a bp/1 listener does over its
-// session or handshake cap (QUIC's CONNECTION_REFUSED).
-var ErrConnRefused = errors.New("transport: connection refused by the server")
+// ErrConnRefused is returned (wrapped) when the server refused the
+// connection, as a bp/1 listener does over its session or handshake cap or
+// once it is closed (QUIC's CONNECTION_REFUSED), or when nothing listens
+// on the port (ICMP port unreachable).
+var ErrConnRefused = errors.New("connection refused")
