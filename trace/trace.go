@@ -4,11 +4,22 @@
 //
 // A trace file holds one JSON object per line. Every line is a Record:
 //
-//	{"t":0.012345,"side":"recv","stream":1,"event":"grant","limit":262144,"window":131072,"consumed":131072}
+//	{"t":0.000000,"ts":"2025-12-01T09:40:12.001Z","stream":0,"event":"trace","host":"alpha"}
+//	{"t":0.000000,"ts":"2025-12-01T09:40:12.001Z","side":"listen","stream":0,"event":"session","local":"127.0.0.1:4242","remote":"127.0.0.1:50123"}
+//	{"t":0.012345,"ts":"2025-12-01T09:40:12.013345Z","side":"recv","stream":1,"event":"grant","limit":262144,"window":131072,"consumed":131072}
 //
-// t is seconds since the trace started; side names the endpoint that saw
-// the event ("send" or "recv" by convention, or any label the writer was
-// given); event is the mux.EventKind name. Fields that are zero are left out.
+// t is seconds since the trace started (by the writer's monotonic clock);
+// ts is the same instant on the wall clock, in RFC 3339 with nanoseconds
+// (UTC), so that the traces of two processes, or two hosts with
+// synchronized clocks, can be laid on one time axis. Traces written before
+// ts existed have only t. Records are written in time order.
+//
+// side names the endpoint that saw the event ("send" or "recv" by
+// convention, or any label the writer was given: bpcat uses "listen",
+// "connect", "relay-down" and "relay-up"); event is the mux.EventKind name,
+// or one of the writer's own: "trace" opens every trace and names the host
+// that wrote it, "session" gives a side's local and remote addresses (see
+// Writer.Session). Fields that are zero are left out.
 package trace
 
 import (
@@ -17,6 +28,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -24,52 +37,105 @@ import (
 	"github.com/bpmux/bp/mux"
 )
 
+// The events the writer records of its own, beside mux's.
+const (
+	// EventTrace opens every trace written by NewWriter: Host is the host
+	// that wrote it, TS the wall-clock time of its start.
+	EventTrace = "trace"
+	// EventSession names a side's addresses (Local, Remote): see
+	// Writer.Session.
+	EventSession = "session"
+)
+
 // Record is one line of a trace.
 type Record struct {
-	T        float64 `json:"t"`
-	Side     string  `json:"side,omitempty"`
-	Stream   uint64  `json:"stream"`
-	Event    string  `json:"event"`
-	Limit    uint64  `json:"limit,omitempty"`
-	Window   uint64  `json:"window,omitempty"`
-	Consumed uint64  `json:"consumed,omitempty"`
-	Buffered uint64  `json:"buffered,omitempty"`
-	Credit   uint64  `json:"credit,omitempty"`
-	Dropped  uint64  `json:"dropped,omitempty"`
+	// T is seconds since the trace started.
+	T float64 `json:"t"`
+	// TS is the wall-clock time of the record (zero in old traces).
+	TS       time.Time `json:"ts,omitzero"`
+	Side     string    `json:"side,omitempty"`
+	Stream   uint64    `json:"stream"`
+	Event    string    `json:"event"`
+	Limit    uint64    `json:"limit,omitempty"`
+	Window   uint64    `json:"window,omitempty"`
+	Consumed uint64    `json:"consumed,omitempty"`
+	Buffered uint64    `json:"buffered,omitempty"`
+	Credit   uint64    `json:"credit,omitempty"`
+	Dropped  uint64    `json:"dropped,omitempty"`
+	// Host is the name of the host that wrote the trace (EventTrace).
+	Host string `json:"host,omitempty"`
+	// Local and Remote are a side's network addresses (EventSession).
+	Local  string `json:"local,omitempty"`
+	Remote string `json:"remote,omitempty"`
 }
 
 // Writer writes events as JSON lines. It is safe for concurrent use; its
 // memory is one fixed-size buffer, and a slow file makes the hook wait
 // rather than queue.
+//
+// Records leave the writer in time order. Events reach it from several
+// goroutines, each stamped when it happened and handed over a moment later,
+// so two of them can arrive a few microseconds out of order; the writer
+// stamps each record under its lock as the later of its event's time and
+// the previous record's. A record's time is thus late by at most the time
+// its event waited for the lock, and a reader (or a plot) never has to sort.
 type Writer struct {
 	mu    sync.Mutex
 	w     *bufio.Writer
 	c     io.Closer // closed by Close, if the destination is one
 	start time.Time
+	last  time.Duration // the latest record's time since start
 	line  []byte
 	err   error
 	n     int64
 }
 
-// NewWriter returns a Writer on w whose times count from start.
+// NewWriter returns a Writer on w whose times count from start; start
+// also anchors the records' wall-clock times (ts). It writes the trace's
+// first record, EventTrace, with the name of this host.
 func NewWriter(w io.Writer, start time.Time) *Writer {
 	tw := &Writer{w: bufio.NewWriterSize(w, 64<<10), start: start, line: make([]byte, 0, 256)}
 	if c, ok := w.(io.Closer); ok {
 		tw.c = c
 	}
+	host, _ := os.Hostname()
+	tw.Write(Record{Event: EventTrace, Host: host})
 	return tw
 }
 
 // Hook returns a function for mux.Config.OnEvent that records every event
-// of a session under the label side.
+// of a session under the label side. Give each session (or each hop of a
+// relay) its own label to tell them apart in a plot.
 func (w *Writer) Hook(side string) func(mux.Event) {
 	return func(ev mux.Event) { w.Event(side, ev) }
 }
 
+// Session records the local and remote addresses of the session traced
+// under the label side, so that a plot can say which end is which. It
+// accepts a *mux.Session, a net.Conn, or anything with those two methods;
+// a nil Writer records nothing.
+func (w *Writer) Session(side string, s interface {
+	LocalAddr() net.Addr
+	RemoteAddr() net.Addr
+}) {
+	if w == nil || s == nil {
+		return
+	}
+	r := Record{T: time.Since(w.start).Seconds(), Side: side, Event: EventSession}
+	if a := s.LocalAddr(); a != nil {
+		r.Local = a.String()
+	}
+	if a := s.RemoteAddr(); a != nil {
+		r.Remote = a.String()
+	}
+	w.Write(r)
+}
+
 // Event records one event.
 func (w *Writer) Event(side string, ev mux.Event) {
-	w.Write(Record{
-		T:        ev.Time.Sub(w.start).Seconds(),
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writeLocked(ev.Time.Sub(w.start), Record{
 		Side:     side,
 		Stream:   ev.Stream,
 		Event:    ev.Kind.String(),
@@ -82,14 +148,25 @@ func (w *Writer) Event(side string, ev mux.Event) {
 	})
 }
 
-// Write records r. The first write error is kept and returned by Close;
-// later records are dropped.
+// Write records r at r.T seconds since the start (or at the previous
+// record's time, if that is later); r.TS is set from r.T. The first write
+// error is kept and returned by Close; later records are dropped.
 func (w *Writer) Write(r Record) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.writeLocked(time.Duration(r.T*float64(time.Second)), r)
+}
+
+// writeLocked stamps r at d since the start, kept in time order, and
+// writes it.
+func (w *Writer) writeLocked(d time.Duration, r Record) {
 	if w.err != nil {
 		return
 	}
+	d = max(d, w.last)
+	w.last = d
+	r.T = d.Seconds()
+	r.TS = w.start.Add(d)
 	w.line = appendRecord(w.line[:0], r)
 	if _, err := w.w.Write(w.line); err != nil {
 		w.err = fmt.Errorf("trace: %w", err)
@@ -133,14 +210,17 @@ func (w *Writer) Close() error {
 func appendRecord(b []byte, r Record) []byte {
 	b = append(b, `{"t":`...)
 	b = strconv.AppendFloat(b, r.T, 'f', 6, 64)
+	if !r.TS.IsZero() {
+		b = append(b, `,"ts":"`...)
+		b = r.TS.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
 	if r.Side != "" {
-		b = append(b, `,"side":`...)
-		b = strconv.AppendQuote(b, r.Side)
+		b = appendString(append(b, `,"side":`...), r.Side)
 	}
 	b = append(b, `,"stream":`...)
 	b = strconv.AppendUint(b, r.Stream, 10)
-	b = append(b, `,"event":`...)
-	b = strconv.AppendQuote(b, r.Event)
+	b = appendString(append(b, `,"event":`...), r.Event)
 	for _, f := range [...]struct {
 		name string
 		v    uint64
@@ -155,7 +235,34 @@ func appendRecord(b []byte, r Record) []byte {
 			b = strconv.AppendUint(b, f.v, 10)
 		}
 	}
+	for _, f := range [...]struct{ name, v string }{
+		{"host", r.Host}, {"local", r.Local}, {"remote", r.Remote},
+	} {
+		if f.v != "" {
+			b = append(b, `,"`...)
+			b = append(b, f.name...)
+			b = appendString(append(b, `":`...), f.v)
+		}
+	}
 	return append(b, "}\n"...)
+}
+
+// appendString appends s as a JSON string. Bytes that are not valid UTF-8
+// pass through; encoding/json reads them as U+FFFD.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // MaxLine is the longest line Read accepts.
