@@ -178,3 +178,17 @@ func TestPeakConsumerLag(t *testing.T) {
 	require.Zero(t, st.ConsumerLag)
 	require.Equal(t, uint64(64<<10), st.PeakConsumerLag)
 }
+
+// TestSessionErrorSaysEachFactOnce: a peer's close reads as its code and
+// its reason, each once, while errors.As still finds the transport's
+// error underneath.
+func TestSessionErrorSaysEachFactOnce(t *testing.T) {
+	p := newPair(t, nil, nil)
+	require.NoError(t, p.client.CloseWithError(framing.InternalError, "bpcat: interrupted"))
+	<-p.server.Done()
+	err := p.server.Err()
+	require.EqualError(t, err, "mux: session closed by peer (INTERNAL_ERROR): bpcat: interrupted")
+	var ae *transport.ApplicationError
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, uint64(framing.InternalError), ae.Code)
+}

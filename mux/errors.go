@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/transport"
 )
 
 // Errors of sessions and streams. Every error a Session or Stream returns
@@ -48,8 +49,18 @@ func (e *SessionError) Error() string {
 	if e.Remote {
 		who = "by peer"
 	}
+	cause := ""
 	if e.Err != nil {
-		return fmt.Sprintf("mux: session closed %s (%v): %v", who, e.Code, e.Err)
+		cause = e.Err.Error()
+	}
+	// A close the peer sent says its code already: what is left to say is
+	// its reason phrase, once.
+	var ae *transport.ApplicationError
+	if errors.As(e.Err, &ae) && ae.Remote {
+		cause = ae.Reason
+	}
+	if cause != "" {
+		return fmt.Sprintf("mux: session closed %s (%v): %s", who, e.Code, cause)
 	}
 	return fmt.Sprintf("mux: session closed %s (%v)", who, e.Code)
 }
