@@ -1,193 +1,145 @@
 package main
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
-	"io"
-	"math"
-	"os"
-	"sync"
+	"strings"
+	"sync/atomic"
 	"time"
 
-	"github.com/bpmux/bp"
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/mux"
 )
 
-// benchFlags are the flags of `bpcat bench`.
+// benchFlags are the flags of `bpcat bench ADDR`, the measuring side.
 type benchFlags struct {
 	sessionFlags
-	serverTLS
 	clientTLS
-	listen   string
 	parallel int
 	duration time.Duration
+	interval time.Duration
+	reverse  bool
+	bidir    bool
+	rate     uint64 // bytes per second per stream
 	json     bool
-	quiet    bool
 	timeout  time.Duration
 }
 
-// runBench is `bpcat bench`: with -l it serves, otherwise it measures.
-func runBench(ctx context.Context, e *env, args []string) error {
-	var bf benchFlags
-	fs := newFlagSet(e, "bench", "[flags] (-l ADDR | ADDR)")
+func (bf *benchFlags) register(fs *flagSet) {
 	bf.sessionFlags.register(fs)
-	bf.serverTLS.register(fs)
 	bf.clientTLS.register(fs, "the server")
-	fs.StringVar(&bf.listen, "l", "", "serve on `ADDR` (the measuring side connects to it)")
-	fs.IntVar(&bf.parallel, "P", 1, "parallel streams, `N`")
+	fs.IntVar(&bf.parallel, "P", 1, "parallel streams, `N` (in each direction with --bidir)")
 	bf.duration = 10 * time.Second
 	fs.Var(durationFlag{&bf.duration}, "t", "measure for `DURATION`")
-	fs.BoolVar(&bf.json, "json", false, "print one JSON object per interval and a final summary on stdout")
-	fs.BoolVar(&bf.quiet, "quiet", false, "server: do not log sessions")
+	bf.interval = time.Second
+	fs.Var(durationFlag{&bf.interval}, "i", "report every `DURATION` (0: no interval reports)")
+	fs.BoolVar(&bf.reverse, "R", false, "reverse: the server sends, this side receives")
+	fs.BoolVar(&bf.bidir, "bidir", false, "both directions at once, -P streams each way")
+	fs.Var(bitrateFlag{&bf.rate}, "b", "pace each stream's sender to `RATE`: bits per second as iperf3 takes them (100M, 1.5G) or bytes with a B (12MiB/s)")
+	fs.BoolVar(&bf.json, "json", false, "print one JSON document in iperf3's shape (start, intervals, end) on stdout")
+	fs.BoolVar(&bf.json, "J", false, "same as --json")
 	registerTimeout(fs, &bf.timeout)
-	rest, err := fs.parse(args, 0, 1)
+}
+
+// runBench is `bpcat bench`: with -l it serves, otherwise it measures.
+// The two sides take different flags, so -l is looked for first.
+func runBench(ctx context.Context, e *env, args []string) error {
+	if benchServing(args) {
+		var sf benchServerFlags
+		fs := newFlagSet(e, "bench", "-l ADDR [flags]")
+		sf.register(fs)
+		rest, err := fs.parse(args, 0, 1)
+		if err != nil {
+			return benchFlagHint(err, "-l serves; that flag is for the measuring side (bpcat bench ADDR)")
+		}
+		if len(rest) > 0 {
+			return usageErrorf("-l serves, ADDR measures: give one of them")
+		}
+		return sf.serve(ctx, e)
+	}
+	var bf benchFlags
+	fs := newFlagSet(e, "bench", "[flags] ADDR   (the server: bpcat bench -l ADDR; 'bpcat bench -l : -h' for its flags)")
+	bf.register(fs)
+	rest, err := fs.parse(args, 1, 1)
 	if err != nil {
-		return err
+		return benchFlagHint(err, "that flag is for the server (bpcat bench -l ADDR)")
+	}
+	maxP := mux.DefaultMaxStreams - 1
+	if bf.bidir {
+		maxP /= 2
 	}
 	switch {
-	case bf.listen != "" && len(rest) > 0:
-		return usageErrorf("-l serves, ADDR measures: give one of them")
-	case bf.listen != "" && fs.isSet("timeout"):
-		return usageErrorf("--timeout bounds connecting, so it is for the measuring side (ADDR), not -l")
-	case bf.listen != "":
-		return bf.serve(ctx, e)
-	case len(rest) == 0:
-		return usageErrorf("missing arguments: want -l ADDR to serve or ADDR to measure")
-	}
-	if bf.parallel < 1 || bf.parallel > mux.DefaultMaxStreams {
-		return usageErrorf("-P %d: want 1 to %d streams", bf.parallel, mux.DefaultMaxStreams)
-	}
-	if bf.duration <= 0 {
-		return usageErrorf("-t %v: want a positive duration", bf.duration)
+	case bf.parallel < 1 || bf.parallel > maxP:
+		return usageErrorf("-P %d: want 1 to %d streams", bf.parallel, maxP)
+	case bf.duration <= 0 || bf.duration > 24*time.Hour:
+		return usageErrorf("-t %v: want a positive duration up to 24h", bf.duration)
+	case bf.reverse && bf.bidir:
+		return usageErrorf("-R and --bidir: give one of them")
+	case fs.isSet("b") && bf.rate == 0:
+		return usageErrorf("-b 0: want a positive rate (leave -b out for no pacing)")
 	}
 	return bf.measure(ctx, e, rest[0])
 }
 
-// serve accepts sessions until ctx is done and discards what every stream
-// carries, reading as fast as it can.
-func (bf *benchFlags) serve(ctx context.Context, e *env) error {
-	host, err := splitHost("-l", bf.listen)
-	if err != nil {
+// benchServing reports whether args ask to serve (-l).
+func benchServing(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "l" {
+			return true
+		}
+	}
+	return false
+}
+
+// serverOnly and clientOnly are the flags only one side of bench takes,
+// for a hint when the other side is given one.
+var (
+	serverOnly = []string{"l", "quiet", "1", "cert", "key"}
+	clientOnly = []string{"P", "t", "i", "R", "bidir", "b", "json", "J", "timeout", "pin", "ca", "insecure"}
+)
+
+// benchFlagHint adds hint to an error about a flag the other side of
+// bench takes.
+func benchFlagHint(err error, hint string) error {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "flag provided but not defined: -") {
 		return err
 	}
-	cfg, err := bf.sessionFlags.config(nil)
-	if err != nil {
-		return err
-	}
-	tlsConf, fp, err := bf.serverTLS.config(host)
-	if err != nil {
-		return err
-	}
-	ln, err := bp.Listen(bf.listen, tlsConf, cfg)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", bf.listen, err)
-	}
-	defer ln.Close()
-	fmt.Fprintf(e.stderr, "fingerprint %s\nlistening on %s\n", fp, ln.Addr())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	var logMu sync.Mutex
-	for {
-		sess, err := ln.Accept(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	name := strings.TrimLeft(strings.TrimPrefix(msg, "flag provided but not defined: "), "-")
+	for _, list := range [][]string{serverOnly, clientOnly} {
+		for _, f := range list {
+			if f == name {
+				return usageErrorf("%s: %s", msg, hint)
 			}
-			return describe("accept", err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n, streams, d := benchSink(ctx, sess)
-			if !bf.quiet {
-				logMu.Lock()
-				fmt.Fprintf(e.stderr, "session: %d streams, %s in %.2fs (%s)\n", streams, formatSize(n), d.Seconds(), formatRate(float64(n)/max(d.Seconds(), 1e-9)))
-				logMu.Unlock()
-			}
-		}()
 	}
+	return err
 }
 
-// benchSink reads every stream of sess to its end and returns the bytes,
-// the streams, and the time from the first stream to the last byte. When
-// ctx ends (an interrupt) it resets the streams in progress and ends the
-// session.
-func benchSink(ctx context.Context, sess *mux.Session) (total uint64, streams int, d time.Duration) {
-	defer sess.Close()
-	defer func() {
-		reason := "bpcat bench: done"
-		if ctx.Err() != nil {
-			reason = "bpcat bench: " + interruption(ctx).Error()
-		}
-		endSession(sess, reason)
-	}()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first, last time.Time
-	for {
-		s, err := sess.Accept(ctx)
-		if err != nil {
-			break // the measuring side closed the session
-		}
-		streams++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			now := time.Now()
-			mu.Lock()
-			if first.IsZero() {
-				first = now
-			}
-			mu.Unlock()
-			stop := context.AfterFunc(ctx, func() { s.Reset(framing.Cancel) }) // Reads do not watch ctx
-			n, err := copyData(ctx, io.Discard, s, 0)
-			stop()
-			if err != nil {
-				s.Reset(framing.Cancel)
-			} else {
-				s.CloseWrite()
-			}
-			mu.Lock()
-			total += uint64(n)
-			last = time.Now()
-			mu.Unlock()
-		}()
+// benchStream is one data stream on the measuring side.
+type benchStream struct {
+	s  *mux.Stream
+	up bool // this side sends on it
+	// done is when the stream finished, in UnixNano (0: not yet): the
+	// peer read everything (up) or this side read to the end (down).
+	done atomic.Int64
+}
+
+func (bs *benchStream) finishedAt(now time.Time) time.Time {
+	if n := bs.done.Load(); n != 0 {
+		return time.Unix(0, n)
 	}
-	wg.Wait()
-	return total, streams, last.Sub(first)
+	return now
 }
 
-// benchInterval is one report: what the server consumed in [Start, End).
-type benchInterval struct {
-	Type           string  `json:"type"` // "interval"
-	Start          float64 `json:"start"`
-	End            float64 `json:"end"`
-	Bytes          uint64  `json:"bytes"`
-	BytesPerSecond float64 `json:"bytes_per_second"`
-	BitsPerSecond  float64 `json:"bits_per_second"`
-	Stalls         uint64  `json:"stalls"`
-}
-
-// benchSummary is the final report.
-type benchSummary struct {
-	Type               string   `json:"type"` // "summary"
-	Streams            int      `json:"streams"`
-	Seconds            float64  `json:"seconds"`
-	Bytes              uint64   `json:"bytes"`
-	BytesPerSecond     float64  `json:"bytes_per_second"`
-	BitsPerSecond      float64  `json:"bits_per_second"`
-	Stalls             uint64   `json:"stalls"`
-	TimeStalledSeconds float64  `json:"time_stalled_seconds"`
-	Fairness           float64  `json:"jain_fairness"`
-	StreamBytes        []uint64 `json:"stream_bytes"`
-	RTTSeconds         float64  `json:"rtt_seconds"`
-}
-
-// measure sends for the duration on P streams and reports what the
-// server consumed.
+// measure runs the test against the server at addr and reports.
 func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 	host, err := splitHost("address", addr)
 	if err != nil {
@@ -206,144 +158,193 @@ func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 		return err
 	}
 	defer sess.Close()
-	streams := make([]*mux.Stream, bf.parallel)
-	for i := range streams {
-		octx, cancel := context.WithTimeout(ctx, bf.timeout)
-		streams[i], err = sess.Open(octx)
-		cancel()
-		if err != nil {
-			return describe("open stream", err)
-		}
+	up, down := bf.parallel, 0
+	switch {
+	case bf.reverse:
+		up, down = 0, bf.parallel
+	case bf.bidir:
+		down = bf.parallel
 	}
-	out := newBenchOutput(e.stdout, bf.json)
-	if !bf.json {
-		fmt.Fprintf(e.stdout, "bench: %d stream(s) to %s for %v\n", bf.parallel, addr, bf.duration)
+	req := benchRequest{Version: benchProtoVersion, Cookie: newCookie(), Up: up, Down: down, Rate: bf.rate, Duration: bf.duration}
+	ctl, ctlR, err := bf.handshake(ctx, sess, req)
+	if err != nil {
+		endSession(sess, "bpcat bench: "+oneLine(err))
+		return err
+	}
+	cpu := startCPU()
+	streams := make([]*benchStream, 0, up+down)
+	for i := range up + down {
+		octx, cancel := context.WithTimeout(ctx, bf.timeout)
+		s, err := sess.Open(octx)
+		cancel()
+		if err == nil {
+			dir := benchUp
+			if i >= up {
+				dir = benchDown
+			}
+			_, err = s.Write([]byte{dir})
+			if dir == benchDown {
+				s.CloseWrite()
+			}
+			streams = append(streams, &benchStream{s: s, up: dir == benchUp})
+		}
+		if err != nil {
+			err = describe("open stream", err)
+			for _, bs := range streams {
+				bs.s.Reset(framing.Cancel)
+			}
+			ctl.Reset(framing.Cancel)
+			endSession(sess, "bpcat bench: "+oneLine(err))
+			return err
+		}
 	}
 
 	start := time.Now()
 	end := start.Add(bf.duration)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	rep := newBenchReport(e.stdout, bf, addr, req.Cookie, sess, streams, start)
+	stopCtx, stopSending := context.WithDeadline(ctx, end)
+	defer stopSending()
 	errs := make(chan error, len(streams))
-	for _, s := range streams {
-		go func() { errs <- bf.send(wctx, s, end) }()
+	for _, bs := range streams {
+		doing := fmt.Sprintf("stream %d", bs.s.ID())
+		go func() {
+			var err error
+			if bs.up {
+				err = benchSend(stopCtx, bs.s, bf.rate, &bf.sessionFlags, doing)
+			} else {
+				err = benchReceive(ctx, bs.s, &bf.sessionFlags, doing)
+			}
+			if err == nil {
+				bs.done.Store(time.Now().UnixNano())
+			}
+			errs <- err
+		}()
 	}
 	// abort resets every stream, so that the server learns that the
-	// measurement was abandoned, and ends the session saying why.
+	// measurement was abandoned, reports what was measured, and ends the
+	// session saying why.
 	abort := func(err error) error {
-		for _, s := range streams {
-			s.Reset(framing.Cancel)
+		if ctx.Err() != nil {
+			err = interruption(ctx)
 		}
+		for _, bs := range streams {
+			bs.s.Reset(framing.Cancel)
+		}
+		ctl.Reset(framing.Cancel)
+		rep.finish(time.Now(), nil, cpu.percent(), err)
 		endSession(sess, "bpcat bench: "+oneLine(err))
 		return err
 	}
-	// Report once a second what the server consumed.
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	sum := func() (consumed, stalls uint64) {
-		for _, s := range streams {
-			st := s.Stats()
-			consumed += st.PeerConsumed
-			stalls += st.Stalls
-		}
-		return consumed, stalls
+
+	// The test: an interval report at each boundary until the end.
+	nextTick := end
+	if bf.interval > 0 {
+		nextTick = start.Add(bf.interval)
 	}
-	var prevBytes, prevStalls uint64
-	prevT := 0.0
-	var firstErr error
-	for pending := len(streams); pending > 0; {
+	pending := len(streams)
+	for sending := true; sending; {
+		boundary := nextTick
+		if end.Before(boundary) {
+			boundary = end
+		}
+		t := time.NewTimer(time.Until(boundary))
 		select {
+		case <-t.C:
+			rep.interval(boundary)
+			if !boundary.Before(end) {
+				sending = false
+			}
+			nextTick = nextTick.Add(bf.interval)
 		case err := <-errs:
 			pending--
-			if err != nil && firstErr == nil {
-				firstErr = err
-				cancel()
+			if err != nil {
+				t.Stop()
+				return abort(err)
 			}
-		case now := <-tick.C:
-			t := now.Sub(start).Seconds()
-			b, st := sum()
-			out.interval(benchInterval{Type: "interval", Start: prevT, End: t, Bytes: b - prevBytes,
-				BytesPerSecond: float64(b-prevBytes) / (t - prevT), BitsPerSecond: 8 * float64(b-prevBytes) / (t - prevT), Stalls: st - prevStalls})
-			prevBytes, prevStalls, prevT = b, st, t
 		case <-ctx.Done():
-			cancel()
-			return abort(interruption(ctx))
+			t.Stop()
+			rep.interval(time.Now())
+			return abort(nil)
+		}
+		t.Stop()
+	}
+	// Stop the server's senders; wait for every stream to finish.
+	ctl.CloseWrite()
+	for ; pending > 0; pending-- {
+		select {
+		case err := <-errs:
+			if err != nil {
+				return abort(err)
+			}
+		case <-ctx.Done():
+			return abort(nil)
 		}
 	}
-	if firstErr != nil {
-		return abort(firstErr)
+	finished := time.Now()
+	res, err := readResult(ctx, ctl, ctlR, &bf.sessionFlags)
+	if err != nil {
+		return abort(err)
 	}
-	elapsed := time.Since(start).Seconds()
-	s := benchSummary{Type: "summary", Streams: len(streams), Seconds: elapsed, RTTSeconds: sess.Stats().RTT.Seconds()}
-	var sumX, sumX2 float64
-	for _, st := range streams {
-		ss := st.Stats()
-		s.Bytes += ss.PeerConsumed
-		s.Stalls += ss.Stalls
-		s.TimeStalledSeconds += ss.TimeStalled.Seconds()
-		s.StreamBytes = append(s.StreamBytes, ss.PeerConsumed)
-		x := float64(ss.PeerConsumed)
-		sumX, sumX2 = sumX+x, sumX2+x*x
-	}
-	s.BytesPerSecond = float64(s.Bytes) / elapsed
-	s.BitsPerSecond = 8 * s.BytesPerSecond
-	s.Fairness = 1
-	if sumX2 > 0 {
-		s.Fairness = sumX * sumX / (float64(len(streams)) * sumX2)
-	}
-	out.summary(s)
+	rep.finish(finished, res, cpu.percent(), nil)
 	endSession(sess, "bpcat bench: done")
 	return nil
 }
 
-// send writes to s until end, then half-closes it and waits until the
-// server consumed everything.
-func (bf *benchFlags) send(ctx context.Context, s *mux.Stream, end time.Time) error {
-	buf := make([]byte, copyBufSize)
-	s.SetWriteDeadline(end)
-	for ctx.Err() == nil && time.Now().Before(end) {
-		if _, err := s.Write(buf); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			return bf.describe(fmt.Sprintf("stream %d", s.ID()), err)
+// handshake opens the control stream and has the server accept req.
+func (bf *benchFlags) handshake(ctx context.Context, sess *mux.Session, req benchRequest) (*mux.Stream, *bufio.Reader, error) {
+	octx, cancel := context.WithTimeout(ctx, bf.timeout)
+	defer cancel()
+	ctl, err := sess.Open(octx)
+	if err != nil {
+		return nil, nil, describe("open the control stream", err)
+	}
+	fail := func(err error) (*mux.Stream, *bufio.Reader, error) {
+		ctl.Reset(framing.Cancel)
+		return nil, nil, err
+	}
+	if err := writeJSONLine(ctl, req); err != nil {
+		return fail(bf.describe("send the request", err))
+	}
+	ctl.SetReadDeadline(time.Now().Add(bf.timeout))
+	r := bufio.NewReader(ctl)
+	var reply benchReply
+	if err := readJSONLine(r, &reply); err != nil {
+		if ctx.Err() != nil {
+			return fail(interruption(ctx))
+		}
+		return fail(bf.describe("waiting for the server to accept the test (is it a bpcat bench -l?)", err))
+	}
+	ctl.SetReadDeadline(time.Time{})
+	if !reply.OK {
+		return fail(fmt.Errorf("the server refused the test: %s", reply.Error))
+	}
+	return ctl, r, nil
+}
+
+// readResult reads the server's results from the control stream.
+func readResult(ctx context.Context, ctl *mux.Stream, r *bufio.Reader, f *sessionFlags) (*benchResult, error) {
+	ctl.SetReadDeadline(time.Now().Add(benchSetupTimeout))
+	stop := context.AfterFunc(ctx, func() { ctl.SetReadDeadline(time.Now()) })
+	defer stop()
+	var res benchResult
+	if err := readJSONLine(r, &res); err != nil {
+		if ctx.Err() != nil {
+			return nil, interruption(ctx)
+		}
+		return nil, f.describe("reading the server's results", err)
+	}
+	var rest [1]byte
+	for i := 0; i < 16; i++ { // to the end of the control stream, so that it retires
+		if _, err := r.Read(rest[:]); err != nil {
+			break
 		}
 	}
-	s.CloseWrite()
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := s.WaitConsumed(wctx); err != nil {
-		return bf.describe(fmt.Sprintf("stream %d: waiting for the server to consume", s.ID()), err)
-	}
-	return nil
+	return &res, nil
 }
 
-// benchOutput prints reports as text or JSON lines.
-type benchOutput struct {
-	w    io.Writer
-	json bool
-	enc  *json.Encoder
-}
-
-func newBenchOutput(w io.Writer, asJSON bool) *benchOutput {
-	return &benchOutput{w: w, json: asJSON, enc: json.NewEncoder(w)}
-}
-
-func (o *benchOutput) interval(iv benchInterval) {
-	if o.json {
-		o.enc.Encode(iv)
-		return
-	}
-	fmt.Fprintf(o.w, "[%5.1f-%5.1f s]  %10s  %12s  %8.2f Gbit/s  stalls %d\n",
-		iv.Start, iv.End, formatSize(iv.Bytes), formatRate(iv.BytesPerSecond), iv.BitsPerSecond/1e9, iv.Stalls)
-}
-
-func (o *benchOutput) summary(s benchSummary) {
-	if o.json {
-		o.enc.Encode(s)
-		return
-	}
-	fmt.Fprintf(o.w, "[%5.1f-%5.1f s]  %10s  %12s  %8.2f Gbit/s  consumed by the server; %d stream(s), stalls %d (%.2fs), fairness %.3f, RTT %v\n",
-		0.0, s.Seconds, formatSize(s.Bytes), formatRate(s.BytesPerSecond), s.BitsPerSecond/1e9,
-		s.Streams, s.Stalls, s.TimeStalledSeconds, s.Fairness, time.Duration(math.Round(s.RTTSeconds*1e6))*time.Microsecond)
+// newCookie returns a random name for a test, as iperf3's cookie.
+func newCookie() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
