@@ -127,9 +127,9 @@ func (df *demoFlags) transfer(ctx context.Context, e *env, tw *trace.Writer) err
 	}
 
 	// The live view: the sender's side, and what the receiver consumed.
-	v := startView(e.stderr, e.stderrTTY, true, func() (mux.StreamStats, bool) {
+	v := startView(viewConfig{w: e.stderr, tty: e.stderrTTY, live: true, width: e.columns}, func() (mux.StreamStats, bool) {
 		st, rs := w.Stats(), r.Stats()
-		st.BytesConsumed, st.RecvWindow = rs.BytesConsumed, rs.RecvWindow
+		st.BytesReceived, st.BytesConsumed, st.RecvWindow = rs.BytesReceived, rs.BytesConsumed, rs.RecvWindow
 		return st, true
 	})
 	start := time.Now()

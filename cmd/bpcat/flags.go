@@ -5,43 +5,68 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/bpmux/bp/mux"
 )
 
-// flagSet is a flag.FlagSet that reports errors as one line and prints
-// help on request.
+// flagSet is a flag.FlagSet that takes flags before and after the
+// positional arguments, reports errors as one line and prints help on
+// request.
 type flagSet struct {
 	*flag.FlagSet
 	cmd, args string
 	help      io.Writer
-	// trailing allows flags after the positional arguments.
+	// trailing is kept for callers written when flags had to come first;
+	// flags are now allowed anywhere, so it changes nothing.
 	trailing bool
+	// shorts maps a long flag's name to its one-letter alias, for help.
+	shorts map[string]string
 }
 
 func newFlagSet(e *env, cmd, args string) *flagSet {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported by run, help by parse
-	return &flagSet{FlagSet: fs, cmd: cmd, args: args, help: e.stdout}
+	return &flagSet{FlagSet: fs, cmd: cmd, args: args, help: e.stdout, shorts: map[string]string{}}
 }
 
-// parse parses args and checks that the positional arguments number
-// between min and max.
+// alias makes -short another name of the flag --long, which must be
+// registered already.
+func (fs *flagSet) alias(short, long string) {
+	f := fs.Lookup(long)
+	fs.Var(f.Value, short, f.Usage)
+	fs.shorts[long] = short
+}
+
+// flagName matches a flag's name in the flag package's messages.
+var flagName = regexp.MustCompile(`(for flag|not defined:) -([A-Za-z0-9][A-Za-z0-9-]+)`)
+
+// parse parses args, flags and positional arguments in any order ("--"
+// ends the flags), and checks that the positional arguments number between
+// min and max.
 func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.printHelp()
-			return nil, errHelp
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.printHelp()
+				return nil, errHelp
+			}
+			// Name flags as the help does: --window, -k.
+			return nil, &usageError{msg: flagName.ReplaceAllString(err.Error(), "$1 --$2")}
 		}
-		return nil, &usageError{msg: err.Error()}
-	}
-	rest := fs.Args()
-	for _, a := range rest {
-		if !fs.trailing && strings.HasPrefix(a, "-") && len(a) > 1 {
-			return nil, usageErrorf("flag %s after the arguments: flags go before positional arguments", a)
+		left := fs.Args()
+		if len(left) == 0 {
+			break
 		}
+		if used := len(args) - len(left); used > 0 && args[used-1] == "--" {
+			rest = append(rest, left...)
+			break
+		}
+		rest = append(rest, left[0])
+		args = left[1:]
 	}
 	switch {
 	case len(rest) < min:
@@ -52,15 +77,45 @@ func (fs *flagSet) parse(args []string, min, max int) ([]string, error) {
 	return rest, nil
 }
 
+// printHelp prints the usage and the flags, long ones with two dashes.
 func (fs *flagSet) printHelp() {
 	fmt.Fprintf(fs.help, "Usage: bpcat %s %s\n", fs.cmd, fs.args)
 	if s, ok := summaries[fs.cmd]; ok {
 		fmt.Fprintf(fs.help, "\n%s.\n", s)
 	}
 	fmt.Fprintln(fs.help, "\nFlags:")
-	fs.SetOutput(fs.help)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
+	aliased := map[string]bool{}
+	for _, short := range fs.shorts {
+		aliased[short] = true
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if aliased[f.Name] {
+			return
+		}
+		arg, usage := flag.UnquoteUsage(f)
+		names := dashed(f.Name)
+		if short, ok := fs.shorts[f.Name]; ok {
+			names = dashed(short) + ", " + names
+		}
+		if arg != "" {
+			names += " " + arg
+		}
+		def := ""
+		switch f.DefValue {
+		case "", "0", "false", "0s":
+		default:
+			def = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(fs.help, "  %s\n    \t%s%s\n", names, strings.ReplaceAll(usage, "\n", "\n    \t"), def)
+	})
+}
+
+// dashed writes a flag's name as it is typed: -k, --keep-open.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 // sessionFlags configure the sessions a command makes: the receive
@@ -71,8 +126,8 @@ type sessionFlags struct {
 }
 
 func (f *sessionFlags) register(fs *flagSet) {
-	fs.Var(sizeFlag{&f.window}, "window", "initial receive `SIZE` this side grants per stream (default 128KiB)")
-	fs.Var(sizeFlag{&f.maxWindow}, "max-window", "largest receive window `SIZE` a stream auto-tunes to (default 16MiB, or --window if larger)")
+	fs.Var(windowFlag{&f.window}, "window", "initial receive `SIZE` this side grants per stream, up to 1GiB (default 128KiB)")
+	fs.Var(windowFlag{&f.maxWindow}, "max-window", "largest receive window `SIZE` a stream auto-tunes to, up to 1GiB (default 16MiB, or --window if larger)")
 	f.deadPeer = mux.DefaultDeadPeerTimeout
 	fs.Var(durationFlag{&f.deadPeer}, "dead-peer", "give the peer up for gone when nothing is heard from it for `DURATION` (at least 1s)")
 }
@@ -111,6 +166,7 @@ func (f *sessionFlags) describe(doing string, err error) error {
 // viewFlags control what a piping command shows and records.
 type viewFlags struct {
 	readRate uint64
+	size     uint64
 	trace    string
 	stats    bool
 	quiet    bool
@@ -118,13 +174,34 @@ type viewFlags struct {
 
 func (v *viewFlags) register(fs *flagSet) {
 	fs.Var(rateFlag{&v.readRate}, "read-rate", "consume received data no faster than `RATE` per second (a slow receiver on demand), e.g. 8MiB")
+	fs.Var(sizeFlag{&v.size}, "size", "expect `SIZE` bytes, for the view's percentage and ETA, as pv -s (default: the size of a regular file on stdin)")
+	fs.alias("s", "size")
 	fs.StringVar(&v.trace, "trace", "", "write every flow-control event to `FILE` as JSON lines (see 'bpcat plot')")
-	fs.BoolVar(&v.stats, "stats", false, "show the live window view on stderr even when it is not a terminal")
+	fs.BoolVar(&v.stats, "stats", false, "show the live window view on stderr even when it is not a terminal, or in a chat")
 	fs.BoolVar(&v.quiet, "quiet", false, "show neither the live view nor the summary")
 }
 
-// live reports whether the live view is on.
-func (v *viewFlags) live(e *env) bool { return !v.quiet && (v.stats || e.stderrTTY) }
+// check validates the flags once parsed.
+func (v *viewFlags) check(fs *flagSet) error {
+	if fs.isSet("read-rate") && v.readRate == 0 {
+		return usageErrorf("--read-rate 0: want a rate above 0 (leave the flag out to read at full speed)")
+	}
+	if v.stats && v.quiet {
+		return usageErrorf("--stats and --quiet contradict each other")
+	}
+	return nil
+}
+
+// chat reports whether e is an interactive chat: stdin and stdout both on
+// terminals.
+func (e *env) chat() bool { return e.stdinTTY && e.stdoutTTY }
+
+// live reports whether the live view is on: on a terminal unless in a
+// chat (where it would mix with what is typed and received), or when
+// asked for.
+func (v *viewFlags) live(e *env) bool {
+	return !v.quiet && (v.stats || e.stderrTTY && !e.chat())
+}
 
 // registerTimeout registers --timeout, the bound on connecting to a peer.
 func registerTimeout(fs *flagSet, d *time.Duration) {

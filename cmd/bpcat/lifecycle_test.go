@@ -83,7 +83,7 @@ func transfer(t *testing.T, connectArgs ...string) (l, c *proc) {
 // peerLost matches what a bpcat says when its peer abandoned the transfer:
 // the stream reset (or stopped) with CANCEL, or, if the peer could not
 // finish its session in time, the session it closed with the reason.
-const peerLost = `the peer (stopped reading|reset the stream) \(CANCEL\): data (sent )?was lost|` +
+const peerLost = `the (receiver|peer) (stopped reading|reset the stream) \(CANCEL\): data (sent )?was lost|` +
 	`the peer closed the session \(NO_ERROR\): bpcat: interrupted \(SIGTERM\)`
 
 // TestReceiverInterrupted: SIGTERM to the receiving `bpcat listen` in the
@@ -94,7 +94,7 @@ func TestReceiverInterrupted(t *testing.T) {
 	l, c := transfer(t)
 	start := time.Now()
 	l.signal(syscall.SIGTERM)
-	assert.Equal(t, 1, l.wait(10*time.Second), "listen exit code")
+	assert.Equal(t, exitSIGTRM, l.wait(10*time.Second), "listen exit code")
 	assert.Regexp(t, `bpcat listen: interrupted \(SIGTERM\)\n$`, l.stderrText())
 	assert.Equal(t, 1, c.wait(10*time.Second), "connect exit code")
 	assert.Regexp(t, `bpcat connect: send: (`+peerLost+`)\n$`, c.stderrText())
@@ -107,7 +107,7 @@ func TestSenderInterrupted(t *testing.T) {
 	l, c := transfer(t)
 	start := time.Now()
 	c.signal(syscall.SIGTERM)
-	assert.Equal(t, 1, c.wait(10*time.Second), "connect exit code")
+	assert.Equal(t, exitSIGTRM, c.wait(10*time.Second), "connect exit code")
 	assert.Regexp(t, `bpcat connect: interrupted \(SIGTERM\)\n$`, c.stderrText())
 	assert.Equal(t, 1, l.wait(10*time.Second), "listen exit code")
 	assert.Regexp(t, `bpcat listen: receive: (`+peerLost+`)\n$`, l.stderrText())
@@ -149,7 +149,7 @@ func TestLifecycleUsage(t *testing.T) {
 
 // TestRelayInterrupted: SIGTERM to a relay in the middle of a transfer
 // through it. The relay resets the stream on both hops and ends both
-// sessions: it exits at once (an interrupt is a relay's normal end), and
+// sessions: it exits at once (an interrupt is a relay's normal end, and exits 143), and
 // both ends report the abandoned transfer and exit non-zero.
 func TestRelayInterrupted(t *testing.T) {
 	l, addr, fp := startListener(t, "listen", nil, nil)
@@ -166,7 +166,7 @@ func TestRelayInterrupted(t *testing.T) {
 
 	start := time.Now()
 	r.signal(syscall.SIGTERM)
-	assert.Equal(t, 0, r.wait(10*time.Second), "relay exit code")
+	assert.Equal(t, exitSIGTRM, r.wait(10*time.Second), "relay exit code")
 	assert.Contains(t, r.stderrText(), "aborted")
 	assert.Equal(t, 1, c.wait(10*time.Second), "connect exit code")
 	assert.Regexp(t, `bpcat connect: send: (`+peerLost+`)\n$`, c.stderrText())
@@ -227,7 +227,7 @@ func TestBenchInterrupted(t *testing.T) {
 	c.stdin.Close()
 	firstInterval(c)
 	srv.signal(syscall.SIGTERM)
-	assert.Equal(t, 0, srv.wait(10*time.Second), "server exit code")
+	assert.Equal(t, exitSIGTRM, srv.wait(10*time.Second), "server exit code")
 	assert.Equal(t, 1, c.wait(10*time.Second), "bench exit code")
 	assert.Regexp(t, `bpcat bench: stream \d+: (`+peerLost+`)\n$`, c.stderrText())
 
@@ -236,7 +236,7 @@ func TestBenchInterrupted(t *testing.T) {
 	c.stdin.Close()
 	firstInterval(c)
 	c.signal(syscall.SIGTERM)
-	assert.Equal(t, 1, c.wait(10*time.Second), "bench exit code")
+	assert.Equal(t, exitSIGTRM, c.wait(10*time.Second), "bench exit code")
 	assert.Regexp(t, `bpcat bench: interrupted \(SIGTERM\)\n$`, c.stderrText())
 	srv.waitLine(`^session: 2 streams`)
 	assert.False(t, srv.exited(), "the server stopped serving")

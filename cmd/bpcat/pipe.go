@@ -3,34 +3,76 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/bpmux/bp"
-	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/mux"
 	"github.com/bpmux/bp/trace"
-	"github.com/bpmux/bp/transport"
 )
 
 // pipeFlags are the flags of listen and connect.
 type pipeFlags struct {
 	sessionFlags
 	viewFlags
+	familyFlags
 	// timeout bounds connecting: for connect, the handshake and the
 	// opening of the stream; for listen, the wait for a peer's stream
 	// (zero: wait for ever).
 	timeout time.Duration
+	// idle ends a transfer in which nothing moved either way for so long
+	// (-w; zero: never).
+	idle time.Duration
+	// quit stops receiving so long after this side's sending ended (-q);
+	// quitSet says whether it was given.
+	quit    time.Duration
+	quitSet bool
+	// sendOnly and recvOnly use one direction of the stream only.
+	sendOnly, recvOnly bool
+	// keepOpen serves one session after another (listen -k).
+	keepOpen bool
+	verbose  bool
+	// halfClose is nc's -N, which bpcat always does.
+	halfClose bool
 }
 
 func (p *pipeFlags) register(fs *flagSet) {
 	p.sessionFlags.register(fs)
 	p.viewFlags.register(fs)
+	p.familyFlags.register(fs)
+	fs.BoolVar(&p.sendOnly, "send-only", false, "only send: never write what the peer sends (it is told to stop sending), as ncat --send-only")
+	fs.BoolVar(&p.recvOnly, "recv-only", false, "only receive: never read stdin (this side's direction is closed at once), as ncat --recv-only")
+	fs.Var(durationFlag{&p.idle}, "idle-timeout", "fail when nothing has moved either way for `DURATION`, as nc -w (connect: also bounds connecting unless --timeout is given)")
+	fs.alias("w", "idle-timeout")
+	fs.Var(durationFlag{&p.quit}, "q", "stop receiving `DURATION` after stdin's end has been sent and read by the peer, and exit 0, as nc -q (default: wait for the peer's end)")
+	fs.BoolVar(&p.halfClose, "N", false, "half-close the stream at stdin's end, as nc -N: bpcat always does, so this changes nothing")
+	fs.BoolVar(&p.verbose, "verbose", false, "say more: the peer's address when a session starts, and how each ends")
+	fs.alias("v", "verbose")
+}
+
+// check validates the flags once parsed.
+func (p *pipeFlags) check(fs *flagSet) error {
+	if err := p.viewFlags.check(fs); err != nil {
+		return err
+	}
+	if p.sendOnly && p.recvOnly {
+		return usageErrorf("--send-only and --recv-only contradict each other")
+	}
+	p.quitSet = fs.isSet("q")
+	if p.quitSet && p.recvOnly {
+		return usageErrorf("-q counts from stdin's end, which --recv-only never reads")
+	}
+	_, err := p.family()
+	return err
+}
+
+// logf prints a -v line.
+func (p *pipeFlags) logf(e *env, format string, a ...any) {
+	if p.verbose {
+		fmt.Fprintf(e.stderr, "bpcat: "+format+"\n", a...)
+	}
 }
 
 // setup opens the trace file, if any, and returns the session
@@ -76,15 +118,25 @@ func splitHost(what, addr string) (string, error) {
 func runListen(ctx context.Context, e *env, args []string) error {
 	var pf pipeFlags
 	var st serverTLS
-	fs := newFlagSet(e, "listen", "[flags] ADDR")
+	fs := newFlagSet(e, "listen", "[flags] [HOST] PORT | HOST:PORT")
 	pf.register(fs)
 	fs.Var(durationFlag{&pf.timeout}, "timeout", "give up when no peer has connected and opened its stream within `DURATION` (default: wait for ever)")
+	fs.BoolVar(&pf.keepOpen, "keep-open", false, "serve one session after another until interrupted, as nc -lk (stdin goes to the sessions in turn)")
+	fs.alias("k", "keep-open")
 	st.register(fs)
-	rest, err := fs.parse(args, 1, 1)
+	rest, err := fs.parse(args, 1, 2)
 	if err != nil {
 		return err
 	}
-	host, err := splitHost("address", rest[0])
+	if err := pf.check(fs); err != nil {
+		return err
+	}
+	a, err := parseHostPort(rest, true)
+	if err != nil {
+		return err
+	}
+	fam, _ := pf.family()
+	addr, err := listenAddr(ctx, a, fam)
 	if err != nil {
 		return err
 	}
@@ -92,42 +144,67 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	err = listen(ctx, e, &pf, &st, cfg, rest[0], host)
+	err = listen(ctx, e, &pf, &st, cfg, addr, a)
 	if terr := closeTrace(); err == nil {
 		err = terr
 	}
 	return err
 }
 
-func listen(ctx context.Context, e *env, pf *pipeFlags, st *serverTLS, cfg *mux.Config, addr, host string) error {
-	tlsConf, fp, err := st.config(host)
+// listen serves one session on addr, or with -k one after another until
+// ctx ends. asked is the address as the user gave it, for the messages.
+func listen(ctx context.Context, e *env, pf *pipeFlags, st *serverTLS, cfg *mux.Config, addr string, asked hostPort) error {
+	tlsConf, fp, err := st.config(asked.host)
 	if err != nil {
 		return err
 	}
 	ln, err := bp.Listen(addr, tlsConf, cfg)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return withContext("listen on "+addr, err)
 	}
-	fmt.Fprintf(e.stderr, "fingerprint %s\nlistening on %s\n", fp, ln.Addr())
+	defer ln.Close()
+	fmt.Fprintf(e.stderr, "fingerprint %s\nlistening on %s\n", fp, shownAddr(asked, ln.Addr()))
+	in := newStdinPump(e.stdin)
+	for {
+		accepted, err := serveOne(ctx, e, pf, ln, in)
+		switch {
+		case !pf.keepOpen || !accepted:
+			return err
+		case ctx.Err() != nil:
+			return interruption(ctx)
+		case err != nil:
+			// One session failed: say so, and serve the next.
+			fmt.Fprintf(e.stderr, "bpcat listen: %v\n", oneLine(err))
+		}
+	}
+}
+
+// serveOne accepts one session on ln and pipes its first stream. Without
+// -k, it closes ln once a session arrived, as nc -l does. It reports
+// whether a session was accepted: if not, the listener is done.
+func serveOne(ctx context.Context, e *env, pf *pipeFlags, ln *bp.Listener, in *stdinPump) (accepted bool, err error) {
 	actx, cancel := ctx, context.CancelFunc(func() {})
 	if pf.timeout > 0 {
 		actx, cancel = context.WithTimeout(ctx, pf.timeout)
 	}
 	defer cancel()
 	sess, err := ln.Accept(actx)
-	ln.Close() // one session, like nc -l
+	if !pf.keepOpen {
+		ln.Close() // one session, like nc -l
+	}
 	if err != nil {
-		return acceptError(ctx, actx, pf.timeout, "accept", err)
+		return false, acceptError(ctx, actx, pf.timeout, "accept", err)
 	}
 	defer sess.Close()
+	pf.logf(e, "session from %s", sess.RemoteAddr())
 	s, err := sess.Accept(actx)
 	if err != nil {
 		err = acceptError(ctx, actx, pf.timeout, "accept stream", err)
 		endSession(sess, "bpcat: "+oneLine(err))
-		return err
+		return true, err
 	}
 	cancel()
-	return pipeSession(ctx, e, sess, s, pf)
+	return true, pipeSession(ctx, e, sess, s, pf, in)
 }
 
 // acceptError describes a failed Accept of listen, whose wait was bounded
@@ -146,27 +223,41 @@ func acceptError(ctx, actx context.Context, timeout time.Duration, doing string,
 func runConnect(ctx context.Context, e *env, args []string) error {
 	var pf pipeFlags
 	var ct clientTLS
-	fs := newFlagSet(e, "connect", "[flags] ADDR")
+	fs := newFlagSet(e, "connect", "[flags] HOST PORT | HOST:PORT")
 	pf.register(fs)
 	registerTimeout(fs, &pf.timeout)
 	ct.register(fs, "the server")
-	rest, err := fs.parse(args, 1, 1)
+	rest, err := fs.parse(args, 1, 2)
 	if err != nil {
 		return err
 	}
-	host, err := splitHost("address", rest[0])
+	if err := pf.check(fs); err != nil {
+		return err
+	}
+	if pf.idle > 0 && !fs.isSet("timeout") {
+		pf.timeout = pf.idle // nc -w bounds connecting too
+	}
+	a, err := parseHostPort(rest, false)
 	if err != nil {
 		return err
 	}
-	tlsConf, ver, err := ct.config(e.stderr, host)
+	tlsConf, ver, err := ct.config(e.stderr, a.host)
 	if err != nil {
 		return err
+	}
+	fam, _ := pf.family()
+	addr, err := dialAddr(ctx, a, fam)
+	if err != nil {
+		return err
+	}
+	if net.ParseIP(a.host) == nil && tlsConf.ServerName == "" {
+		tlsConf.ServerName = a.host // the name, even when dialling an address of it
 	}
 	cfg, closeTrace, err := pf.setup("connect")
 	if err != nil {
 		return err
 	}
-	err = connect(ctx, e, &pf, tlsConf, ver, cfg, rest[0])
+	err = connect(ctx, e, &pf, tlsConf, ver, cfg, addr)
 	if terr := closeTrace(); err == nil {
 		err = terr
 	}
@@ -179,6 +270,7 @@ func connect(ctx context.Context, e *env, pf *pipeFlags, tlsConf *tls.Config, ve
 		return err
 	}
 	defer sess.Close()
+	pf.logf(e, "connected to %s", sess.RemoteAddr())
 	octx, cancel := context.WithTimeout(ctx, pf.timeout)
 	s, err := sess.Open(octx)
 	cancel()
@@ -191,7 +283,7 @@ func connect(ctx context.Context, e *env, pf *pipeFlags, tlsConf *tls.Config, ve
 		endSession(sess, "bpcat: "+oneLine(err))
 		return err
 	}
-	return pipeSession(ctx, e, sess, s, pf)
+	return pipeSession(ctx, e, sess, s, pf, newStdinPump(e.stdin))
 }
 
 // pipeSession runs the stream s of sess (pipeStream) and ends the
@@ -200,13 +292,15 @@ func connect(ctx context.Context, e *env, pf *pipeFlags, tlsConf *tls.Config, ve
 // gracefully all the same (stream errors never close a session, SPEC.md
 // section 9), with a reason phrase that says what happened in case the
 // peer does not finish in time.
-func pipeSession(ctx context.Context, e *env, sess *mux.Session, s *mux.Stream, pf *pipeFlags) error {
-	err := pipeStream(ctx, e, s, pf)
+func pipeSession(ctx context.Context, e *env, sess *mux.Session, s *mux.Stream, pf *pipeFlags, in *stdinPump) error {
+	err := pipeStream(ctx, e, s, pf, in)
 	if err != nil {
 		endSession(sess, "bpcat: "+oneLine(err))
+		pf.logf(e, "session with %s failed", sess.RemoteAddr())
 		return err
 	}
 	endSession(sess, "bpcat: done")
+	pf.logf(e, "session with %s done", sess.RemoteAddr())
 	return nil
 }
 
@@ -221,131 +315,12 @@ func dial(ctx context.Context, addr string, tlsConf *tls.Config, ver *verifier, 
 			return nil, xerr
 		}
 		if ctx.Err() == nil && dctx.Err() != nil {
-			return nil, fmt.Errorf("connect to %s: no answer within %v (is a bpcat listening there?)", addr, timeout)
+			return nil, fmt.Errorf("connect to %s: no answer within %v (is a bpcat listening there? it uses UDP: is UDP let through?)", addr, timeout)
+		}
+		if ctx.Err() != nil {
+			return nil, interruption(ctx)
 		}
 		return nil, describe("connect to "+addr, err)
 	}
 	return sess, nil
-}
-
-// pipeStream carries stdin to s and s to stdout, with the live view. It
-// returns when the peer has consumed everything sent (CloseWrite, then
-// WaitConsumed) and everything received has been written to stdout.
-//
-// On an error, or when ctx ends (an interrupt), it resets the stream with
-// CANCEL: a RESET for what this side sent and, if the peer's data had not
-// ended, a STOP_SENDING for what it sent, so that the peer learns that data
-// was lost. Ending the session is the caller's work.
-//
-// The goroutine reading stdin cannot be interrupted while it waits in a
-// Read of a blocking file: on an error, pipeStream returns without it, and
-// it ends with the process (or at its stdin's next byte or EOF).
-func pipeStream(ctx context.Context, e *env, s *mux.Stream, pf *pipeFlags) error {
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var finished atomic.Bool
-	v := startView(e.stderr, e.stderrTTY, pf.live(e), func() (mux.StreamStats, bool) { return s.Stats(), true })
-	sendDone := make(chan error, 1)
-	recvDone := make(chan error, 1)
-	go func() { // stdin -> peer, then wait until the peer consumed it all
-		_, err := copyData(cctx, s, e.stdin, 0)
-		if err != nil {
-			sendDone <- pf.describeSend("send", err)
-			return
-		}
-		s.CloseWrite()
-		if err := s.WaitConsumed(cctx); err != nil {
-			sendDone <- pf.describeSend("waiting for the peer to consume what was sent", err)
-			return
-		}
-		sendDone <- nil
-	}()
-	go func() { // peer -> stdout, at the read rate
-		_, err := copyData(cctx, e.stdout, s, pf.readRate)
-		if err != nil && !finished.Load() {
-			recvDone <- pf.describe("receive", err)
-			return
-		}
-		recvDone <- nil
-	}()
-	var err error
-	for pending := 2; pending > 0 && err == nil; pending-- {
-		select {
-		case err = <-sendDone:
-		case err = <-recvDone:
-		case <-ctx.Done(): // interrupted: Reads and Writes do not watch ctx
-			err = interruption(ctx)
-		}
-	}
-	if err != nil {
-		finished.Store(true)
-		s.Reset(framing.Cancel) // tell the peer, and unblock the other direction
-		if ctx.Err() != nil {
-			err = interruption(ctx)
-		}
-	}
-	v.finish(!pf.quiet)
-	return err
-}
-
-// plainError is an error whose message is written for people and leaves
-// out the wrapped error's words (they are still there for errors.Is).
-type plainError struct {
-	msg string
-	err error
-}
-
-func (e *plainError) Error() string { return e.msg }
-func (e *plainError) Unwrap() error { return e.err }
-
-// peerUnreachable reports whether err says the peer stopped answering: the
-// session's dead-peer timeout, or the transport's idle timeout.
-func peerUnreachable(err error) bool {
-	return errors.Is(err, mux.ErrPeerUnreachable) || errors.Is(err, transport.ErrIdleTimeout)
-}
-
-// describeSend is describe for the sending direction, where a stream error
-// from the peer means that it stopped reading (STOP_SENDING).
-func (f *sessionFlags) describeSend(doing string, err error) error {
-	var se *mux.StreamError
-	if errors.As(err, &se) && se.Remote {
-		return &plainError{fmt.Sprintf("%s: the peer stopped reading (%v): data sent was lost", doing, se.Code), err}
-	}
-	return f.describe(doing, err)
-}
-
-// describe wraps a transfer error with what was being done, in words a
-// user can act on. For a peer that stopped answering, use
-// sessionFlags.describe, which knows how long it was waited for.
-func describe(doing string, err error) error {
-	var se *mux.SessionError
-	var ae *transport.ApplicationError
-	var ste *mux.StreamError
-	switch {
-	case errors.Is(err, context.Canceled):
-		return fmt.Errorf("%s: interrupted: %w", doing, err)
-	case peerUnreachable(err):
-		return &plainError{doing + ": the peer stopped answering (it, or the path to it, is gone)", err}
-	case errors.As(err, &se) && se.Remote:
-		return &plainError{fmt.Sprintf("%s: the peer closed the session (%v)%s", doing, se.Code, reasonOf(err)), err}
-	case errors.As(err, &ae) && ae.Remote:
-		return &plainError{fmt.Sprintf("%s: the peer closed the connection (code 0x%x)%s", doing, ae.Code, reasonOf(err)), err}
-	case errors.Is(err, transport.ErrConnClosed):
-		return fmt.Errorf("%s: connection lost: %w", doing, err)
-	case errors.As(err, &ste) && ste.Remote:
-		return &plainError{fmt.Sprintf("%s: the peer reset the stream (%v): data was lost", doing, ste.Code), err}
-	case errors.Is(err, mux.ErrStreamReset):
-		return fmt.Errorf("%s: the stream was reset: %w", doing, err)
-	}
-	return fmt.Errorf("%s: %w", doing, err)
-}
-
-// reasonOf returns ": " and the reason phrase of the peer's
-// CONNECTION_CLOSE in err, or "" if there is none.
-func reasonOf(err error) string {
-	var ae *transport.ApplicationError
-	if errors.As(err, &ae) && ae.Reason != "" {
-		return ": " + strings.Join(strings.Fields(ae.Reason), " ")
-	}
-	return ""
 }

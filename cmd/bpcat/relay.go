@@ -107,7 +107,7 @@ func (r *relay) serve(ctx context.Context, st *serverTLS, addr, host string) err
 	}
 	ln, err := bp.Listen(addr, tlsConf, r.downCfg)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return withContext("listen on "+addr, err)
 	}
 	defer ln.Close()
 	fmt.Fprintf(r.e.stderr, "fingerprint %s\nlistening on %s\n", fp, ln.Addr())

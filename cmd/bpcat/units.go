@@ -75,6 +75,30 @@ func (f sizeFlag) Set(s string) error {
 	return nil
 }
 
+// maxWindowSize bounds --window and --max-window: a window is memory this
+// side promises to hold for the peer.
+const maxWindowSize = 1 << 30
+
+// windowFlag is a flag.Value for a window size: above 0, at most
+// maxWindowSize.
+type windowFlag struct{ v *uint64 }
+
+func (f windowFlag) String() string { return sizeFlag(f).String() }
+
+func (f windowFlag) Set(s string) error {
+	v, err := units.ParseSize(s)
+	switch {
+	case err != nil:
+		return err
+	case v == 0:
+		return fmt.Errorf("a window of 0 bytes would let nothing through")
+	case v > maxWindowSize:
+		return fmt.Errorf("%s is more than the %s a window may be (it is memory this side promises to hold)", formatSize(v), formatSize(maxWindowSize))
+	}
+	*f.v = v
+	return nil
+}
+
 // rateFlag is a flag.Value for a rate in bytes per second.
 type rateFlag struct{ v *uint64 }
 

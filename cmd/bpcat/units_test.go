@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -60,14 +61,23 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"listen"}, "missing arguments", exitUsage},
 		{[]string{"listen", "--window", "lots", "127.0.0.1:0"}, `size "lots"`, exitUsage},
 		{[]string{"connect", "--read-rate", "fast", "127.0.0.1:1"}, `rate "fast"`, exitUsage},
-		{[]string{"connect", "--bogus", "127.0.0.1:1"}, "flag provided but not defined: -bogus", exitUsage},
-		{[]string{"connect", "127.0.0.1:1", "--pin", "x"}, "flags go before positional arguments", exitUsage},
-		{[]string{"connect", "nowhere"}, `address "nowhere": want HOST:PORT`, exitUsage},
+		{[]string{"connect", "--bogus", "127.0.0.1:1"}, "flag provided but not defined: --bogus", exitUsage},
+		{[]string{"connect", "127.0.0.1:1", "--pin", "x"}, "--pin", exitUsage},
+		{[]string{"connect", "nowhere"}, `address "nowhere": want HOST PORT or HOST:PORT`, exitUsage},
+		{[]string{"connect", "127.0.0.1", "http-nope"}, `port "http-nope"`, exitUsage},
+		{[]string{"connect", "a", "b", "c"}, "too many arguments", exitUsage},
+		{[]string{"listen", "--window", "100GiB", "4242"}, "--window: 100.00 GiB is more than the 1.00 GiB", exitUsage},
+		{[]string{"listen", "--max-window", "0", "4242"}, "--max-window: a window of 0 bytes", exitUsage},
+		{[]string{"listen", "4242", "--read-rate", "0"}, "--read-rate 0: want a rate above 0", exitUsage},
+		{[]string{"listen", "--send-only", "--recv-only", "4242"}, "contradict", exitUsage},
+		{[]string{"listen", "-4", "-6", "4242"}, "contradict", exitUsage},
+		{[]string{"connect", "-4", "::1", "4242"}, "::1 is not an IPv4 address", exitUsage},
+		{[]string{"help", "nope"}, `unknown command "nope"`, exitUsage},
 		{[]string{"connect", "--pin", "sha256:abc", "127.0.0.1:1"}, "--pin", exitUsage},
 		{[]string{"connect", "--insecure", "--pin", "sha256:abc", "127.0.0.1:1"}, "--insecure contradicts", exitUsage},
 		{[]string{"listen", "--window", "1KiB", "127.0.0.1:0"}, "below the protocol minimum", exitUsage},
 		{[]string{"listen", "--cert", "x.pem", "127.0.0.1:0"}, "--cert and --key go together", exitUsage},
-		{[]string{"listen", "256.1.1.1:0"}, "listen on 256.1.1.1:0", exitError},
+		{[]string{"listen", "256.1.1.1:0"}, "256.1.1.1:0", exitError},
 		{[]string{"relay", "127.0.0.1:0"}, "missing arguments", exitUsage},
 		{[]string{"bench"}, "missing arguments", exitUsage},
 		{[]string{"bench", "-P", "0", "127.0.0.1:1"}, "-P 0", exitUsage},
@@ -92,8 +102,10 @@ func TestCommandLine(t *testing.T) {
 	}
 }
 
+// TestHelp: help goes to stdout with status 0, names flags as they are
+// typed (--cert, -k), says that bpcat uses UDP, and gives the exit codes.
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"help", "connect"}, {"connect", "-h"}} {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"help", "connect"}, {"connect", "-h"}, {"listen", "--help"}} {
 		var stdout, stderr bytes.Buffer
 		e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
 		code := run(context.Background(), e, args)
@@ -101,4 +113,62 @@ func TestHelp(t *testing.T) {
 		assert.Contains(t, stdout.String(), "Usage", "%v", args)
 		assert.Empty(t, stderr.String(), "%v", args)
 	}
+	help := func(args ...string) string {
+		var stdout bytes.Buffer
+		run(context.Background(), &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: io.Discard}, args)
+		return stdout.String()
+	}
+	general := help("help")
+	assert.Contains(t, general, "UDP")
+	assert.Contains(t, general, "130")
+	listen := help("help", "listen")
+	assert.Contains(t, listen, "  --cert FILE\n")
+	assert.Contains(t, listen, "  -k, --keep-open\n")
+	assert.Contains(t, listen, "  -w, --idle-timeout DURATION\n")
+	assert.NotRegexp(t, `(?m)^  -[a-z][a-z-]+`, listen, "a long flag with one dash")
+	assert.Regexp(t, `^bpcat \S+ \(protocol bp/1`, help("--version"))
+}
+
+// TestParseFlagsAnywhere: flags before, between and after the arguments;
+// "--" ends them.
+func TestParseFlagsAnywhere(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		rest []string
+	}{
+		{[]string{"-v", "h", "1"}, []string{"h", "1"}},
+		{[]string{"h", "-v", "1"}, []string{"h", "1"}},
+		{[]string{"h", "1", "--pin", "x", "-v"}, []string{"h", "1"}},
+		{[]string{"h", "--", "-1"}, []string{"h", "-1"}},
+	} {
+		var v bool
+		var pin string
+		fs := newFlagSet(&env{stdout: io.Discard}, "t", "A B")
+		fs.BoolVar(&v, "v", false, "")
+		fs.StringVar(&pin, "pin", "", "")
+		rest, err := fs.parse(tc.args, 0, 2)
+		require.NoError(t, err, "%q", tc.args)
+		assert.Equal(t, tc.rest, rest, "%q", tc.args)
+	}
+}
+
+// TestHostPort: nc's address forms and Go's.
+func TestHostPort(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		portOnly bool
+		want     string
+	}{
+		{[]string{"4242"}, true, ":4242"},
+		{[]string{"127.0.0.1", "4242"}, false, "127.0.0.1:4242"},
+		{[]string{"::1", "4242"}, false, "[::1]:4242"},
+		{[]string{"[::1]:4242"}, false, "[::1]:4242"},
+		{[]string{"localhost:0"}, true, "localhost:0"},
+	} {
+		a, err := parseHostPort(tc.args, tc.portOnly)
+		require.NoError(t, err, "%q", tc.args)
+		assert.Equal(t, tc.want, a.String())
+	}
+	_, err := parseHostPort([]string{"4242"}, false)
+	assert.Error(t, err, "connect needs a host")
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bpmux/bp/mux"
 )
@@ -17,82 +19,203 @@ const (
 	nonTTYEvery  = 4
 )
 
-// view is the live window view: a line on stderr refreshed a few times a
-// second while the transfer runs, and a one-line summary at the end.
+// viewConfig says where and how the view shows itself.
+type viewConfig struct {
+	w     io.Writer
+	tty   bool       // w is a terminal: one line, refreshed in place
+	live  bool       // show the live line (else only sample, for the summary)
+	size  uint64     // bytes expected (pv -s), for percent and ETA; 0: unknown
+	width func() int // w's width in columns; nil or 0: unknown (full detail)
+}
+
+// view is the live window view: on a terminal, one line on stderr
+// refreshed in place a few times a second, fitted to the terminal's width;
+// elsewhere, a line a second; and a summary at the end.
 type view struct {
-	w      io.Writer
-	tty    bool
+	viewConfig
 	sample func() (mux.StreamStats, bool) // the stream's counters; false: none yet
 	start  time.Time
-
-	live bool
 
 	stop chan struct{}
 	done chan struct{}
 
-	mu      sync.Mutex // guards peakLag
-	peakLag uint64     // the most ever seen in flight
+	mu    sync.Mutex // serializes writes to w and to the terminal's other writers
+	drawn bool       // the live line is on the terminal
 }
 
-// startView starts sampling the counters (sample returns them, or false
-// if there are none yet) and, if live is set, shows them on w. The
-// returned view's finish ends it.
-func startView(w io.Writer, tty, live bool, sample func() (mux.StreamStats, bool)) *view {
-	v := &view{w: w, tty: tty, live: live, sample: sample, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+// startView starts sampling the counters (sample returns them, or false if
+// there are none yet) and, if cfg.live is set, shows them. The returned
+// view's finish ends it.
+func startView(cfg viewConfig, sample func() (mux.StreamStats, bool)) *view {
+	v := &view{viewConfig: cfg, sample: sample, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
 	go v.loop()
 	return v
 }
 
-// loop samples until finish, drawing the live line if asked to.
+// loop refreshes the live line until finish.
 func (v *view) loop() {
 	defer close(v.done)
+	if !v.live {
+		<-v.stop
+		return
+	}
 	t := time.NewTicker(viewInterval)
 	defer t.Stop()
 	var prev mux.StreamStats
-	prevT := time.Now()
-	drawn := false
+	prevT := v.start
 	for n := 1; ; n++ {
 		select {
 		case <-v.stop:
-			if drawn && v.tty {
-				fmt.Fprint(v.w, "\r\x1b[K")
-			}
+			v.clear()
 			return
 		case now := <-t.C:
+			if !v.tty && n%nonTTYEvery != 0 {
+				continue
+			}
 			st, ok := v.sample()
 			if !ok {
 				continue
 			}
-			v.notePeak(st.ConsumerLag)
-			if !v.live || (!v.tty && n%nonTTYEvery != 0) {
-				continue
+			width := 0
+			if v.tty && v.width != nil {
+				width = v.width()
 			}
-			line := v.line(st, prev, now.Sub(prevT).Seconds(), now.Sub(v.start))
+			line := v.line(st, prev, now.Sub(prevT).Seconds(), now.Sub(v.start), width)
 			prev, prevT = st, now
+			v.mu.Lock()
 			if v.tty {
+				// Back to the start of the line, the new line, and erase
+				// what an older, longer one left: it never wraps.
 				fmt.Fprintf(v.w, "\r%s\x1b[K", line)
+				v.drawn = true
 			} else {
 				fmt.Fprintln(v.w, line)
 			}
-			drawn = true
+			v.mu.Unlock()
 		}
 	}
 }
 
-func (v *view) notePeak(lag uint64) {
+// clear erases the live line, if it is drawn.
+func (v *view) clear() {
 	v.mu.Lock()
-	v.peakLag = max(v.peakLag, lag)
-	v.mu.Unlock()
+	defer v.mu.Unlock()
+	v.clearLocked()
 }
 
-// line formats one refresh: the send side (rate, the window the peer
-// granted, credit left, bytes in flight, stalls), then the receive side.
-func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration) string {
+func (v *view) clearLocked() {
+	if v.drawn {
+		fmt.Fprint(v.w, "\r\x1b[K")
+		v.drawn = false
+	}
+}
+
+// writer returns w wrapped so that each write first erases the live line:
+// for received text going to the terminal the view is drawn on, so that
+// the two never mix. The line comes back at the next refresh.
+func (v *view) writer(w io.Writer) io.Writer { return &clearingWriter{v: v, w: w} }
+
+type clearingWriter struct {
+	v *view
+	w io.Writer
+}
+
+func (c *clearingWriter) Write(p []byte) (int, error) {
+	c.v.mu.Lock()
+	defer c.v.mu.Unlock()
+	c.v.clearLocked()
+	return c.w.Write(p)
+}
+
+// line formats one refresh at most width-1 columns wide (0: no limit), in
+// as much detail as fits: each direction that has carried data, with its
+// bytes so far, its rate since the last refresh and, when the size is
+// known, percent and ETA; then the window's state: for sending, the window
+// the peer granted, the credit left, the bytes in flight (sent, not yet
+// consumed by the peer's application) and the writer's stalls; for
+// receiving, the window this side grants.
+func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration, width int) string {
+	dt = max(dt, 1e-9)
 	up := float64(st.BytesSent-prev.BytesSent) / dt
 	down := float64(st.BytesConsumed-prev.BytesConsumed) / dt
-	return fmt.Sprintf("%5.1fs  send %10s  peer window %9s  credit %9s  in flight %9s  stalls %d (%.1fs)  |  recv %10s  window %9s",
-		elapsed.Seconds(), formatRate(up), formatSize(st.SendLimit-st.PeerConsumed), formatSize(st.SendCredit),
-		formatSize(st.ConsumerLag), st.Stalls, st.TimeStalled.Seconds(), formatRate(down), formatSize(st.RecvWindow))
+	sendProg, recvProg := "", ""
+	if v.size > 0 {
+		if st.BytesSent >= st.BytesConsumed {
+			sendProg = progress(st.BytesSent, v.size, elapsed)
+		} else {
+			recvProg = progress(st.BytesConsumed, v.size, elapsed)
+		}
+	}
+	sending, receiving := st.BytesSent > 0, st.BytesReceived > 0
+	send := [...]string{
+		fmt.Sprintf("send %10s %12s%s  peer window %10s  credit %10s  in flight %10s  stalls %d (%.1fs)",
+			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendLimit-st.PeerConsumed),
+			formatSize(st.SendCredit), formatSize(st.ConsumerLag), st.Stalls, st.TimeStalled.Seconds()),
+		fmt.Sprintf("send %s %s%s  credit %s  in flight %s  stalls %d",
+			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendCredit), formatSize(st.ConsumerLag), st.Stalls),
+		fmt.Sprintf("send %s %s%s", formatSize(st.BytesSent), formatRate(up), sendProg),
+	}
+	recv := [...]string{
+		fmt.Sprintf("recv %10s %12s%s  window %10s", formatSize(st.BytesConsumed), formatRate(down), recvProg, formatSize(st.RecvWindow)),
+		fmt.Sprintf("recv %s %s%s  window %s", formatSize(st.BytesConsumed), formatRate(down), recvProg, formatSize(st.RecvWindow)),
+		fmt.Sprintf("recv %s %s%s", formatSize(st.BytesConsumed), formatRate(down), recvProg),
+	}
+	head := fmt.Sprintf("%5.1fs  ", elapsed.Seconds())
+	if !sending && !receiving {
+		return fit(head+"waiting for data", width)
+	}
+	var line string
+	for _, lv := range [][2]int{{0, 0}, {1, 0}, {1, 1}, {2, 1}, {2, 2}} {
+		var parts []string
+		if sending {
+			parts = append(parts, send[lv[0]])
+		}
+		if receiving {
+			parts = append(parts, recv[lv[1]])
+		}
+		sep := "  |  "
+		if lv[0] == 2 {
+			sep = " | "
+		}
+		line = head + strings.Join(parts, sep)
+		if width == 0 || utf8.RuneCountInString(line) < width {
+			return line
+		}
+	}
+	return fit(line, width)
+}
+
+// fit cuts s to fewer than width columns (0: no limit), so that it never
+// reaches the terminal's last column and wraps.
+func fit(s string, width int) string {
+	if width <= 0 || utf8.RuneCountInString(s) < width {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:max(width-1, 0)])
+}
+
+// progress is " 42% ETA 0:07": the share of size done and the time left
+// at the average rate so far.
+func progress(done, size uint64, elapsed time.Duration) string {
+	if done >= size {
+		return " 100%"
+	}
+	pct := done * 100 / size
+	if done == 0 || elapsed <= 0 {
+		return fmt.Sprintf(" %3d%%", pct)
+	}
+	left := time.Duration(float64(size-done) / float64(done) * float64(elapsed))
+	return fmt.Sprintf(" %3d%% ETA %s", pct, formatETA(left))
+}
+
+// formatETA writes d as m:ss or h:mm:ss.
+func formatETA(d time.Duration) string {
+	s := int64(d.Round(time.Second) / time.Second)
+	if s >= 3600 {
+		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+	}
+	return fmt.Sprintf("%d:%02d", s/60, s%60)
 }
 
 // finish stops the live view and, if summary is set, prints the summary
@@ -111,15 +234,27 @@ func (v *view) finish(summary bool) {
 	if !ok {
 		return
 	}
-	v.notePeak(st.ConsumerLag)
-	fmt.Fprintln(v.w, summaryLine(st, time.Since(v.start), v.peakLag))
+	v.mu.Lock()
+	fmt.Fprintln(v.w, summaryLine(st, time.Since(v.start)))
+	v.mu.Unlock()
 }
 
-// summaryLine describes a finished transfer in one line.
-func summaryLine(st mux.StreamStats, elapsed time.Duration, peakLag uint64) string {
+// summaryLine describes a finished transfer in one line: what moved each
+// way, and for what was sent, how the window held the writer back and the
+// most that was ever in flight (sent and not yet consumed).
+func summaryLine(st mux.StreamStats, elapsed time.Duration) string {
 	secs := max(elapsed.Seconds(), 1e-9)
-	return fmt.Sprintf("sent %s (%s), received %s (%s) in %.2fs; writer stalled %d times for %.2fs; at most %s in flight",
-		formatSize(st.BytesSent), formatRate(float64(st.BytesSent)/secs),
-		formatSize(st.BytesConsumed), formatRate(float64(st.BytesConsumed)/secs),
-		elapsed.Seconds(), st.Stalls, st.TimeStalled.Seconds(), formatSize(peakLag))
+	var parts []string
+	if st.BytesSent > 0 || st.BytesReceived == 0 {
+		parts = append(parts, fmt.Sprintf("sent %s (%s)", formatSize(st.BytesSent), formatRate(float64(st.BytesSent)/secs)))
+	}
+	if st.BytesReceived > 0 || st.BytesSent == 0 {
+		parts = append(parts, fmt.Sprintf("received %s (%s)", formatSize(st.BytesConsumed), formatRate(float64(st.BytesConsumed)/secs)))
+	}
+	line := fmt.Sprintf("%s in %.2fs", strings.Join(parts, ", "), elapsed.Seconds())
+	if st.BytesSent > 0 {
+		line += fmt.Sprintf("; writer stalled %d times for %.2fs; at most %s in flight",
+			st.Stalls, st.TimeStalled.Seconds(), formatSize(st.PeakConsumerLag))
+	}
+	return line
 }
