@@ -140,6 +140,9 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if a.host == "" && fam != anyFamily {
+		a.host, _, _ = net.SplitHostPort(addr) // 0.0.0.0 or ::, as asked with -4 or -6
+	}
 	cfg, closeTrace, err := pf.setup("listen")
 	if err != nil {
 		return err

@@ -131,9 +131,9 @@ func (c *clearingWriter) Write(p []byte) (int, error) {
 // as much detail as fits: each direction that has carried data, with its
 // bytes so far, its rate since the last refresh and, when the size is
 // known, percent and ETA; then the window's state: for sending, the window
-// the peer granted, the credit left, the bytes in flight (sent, not yet
-// consumed by the peer's application) and the writer's stalls; for
-// receiving, the window this side grants.
+// the peer granted, the credit left of it, the bytes in flight (sent, not
+// yet consumed by the peer's application: the window less the credit) and
+// the writer's stalls; for receiving, the window this side grants.
 func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration, width int) string {
 	dt = max(dt, 1e-9)
 	up := float64(st.BytesSent-prev.BytesSent) / dt
@@ -151,8 +151,10 @@ func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration,
 		fmt.Sprintf("send %10s %12s%s  peer window %10s  credit %10s  in flight %10s  stalls %d (%.1fs)",
 			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendLimit-st.PeerConsumed),
 			formatSize(st.SendCredit), formatSize(st.ConsumerLag), st.Stalls, st.TimeStalled.Seconds()),
-		fmt.Sprintf("send %s %s%s  credit %s  in flight %s  stalls %d",
-			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendCredit), formatSize(st.ConsumerLag), st.Stalls),
+		fmt.Sprintf("send %s %s%s  credit %s of %s  stalls %d",
+			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendCredit), formatSize(st.SendLimit-st.PeerConsumed), st.Stalls),
+		fmt.Sprintf("send %s %s%s  credit %s of %s",
+			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendCredit), formatSize(st.SendLimit-st.PeerConsumed)),
 		fmt.Sprintf("send %s %s%s", formatSize(st.BytesSent), formatRate(up), sendProg),
 	}
 	recv := [...]string{
@@ -165,7 +167,7 @@ func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration,
 		return fit(head+"waiting for data", width)
 	}
 	var line string
-	for _, lv := range [][2]int{{0, 0}, {1, 0}, {1, 1}, {2, 1}, {2, 2}} {
+	for _, lv := range [][2]int{{0, 0}, {1, 0}, {1, 1}, {2, 1}, {3, 1}, {3, 2}} {
 		var parts []string
 		if sending {
 			parts = append(parts, send[lv[0]])
@@ -174,7 +176,7 @@ func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration,
 			parts = append(parts, recv[lv[1]])
 		}
 		sep := "  |  "
-		if lv[0] == 2 {
+		if lv[0] == 3 {
 			sep = " | "
 		}
 		line = head + strings.Join(parts, sep)
