@@ -69,9 +69,17 @@ type ptyIO struct {
 // startPTY starts bpcat with args on a terminal of cols columns.
 func startPTY(t *testing.T, cols uint16, io ptyIO, args ...string) *ptyProc {
 	t.Helper()
+	return startPTYCmd(t, cols, io, nil, bpcatBin, args...)
+}
+
+// startPTYCmd starts the program name with args on a terminal of cols
+// columns, with env added to the environment.
+func startPTYCmd(t *testing.T, cols uint16, io ptyIO, env []string, name string, args ...string) *ptyProc {
+	t.Helper()
 	master, slave := openPTY(t, cols)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cmd := exec.CommandContext(ctx, bpcatBin, args...)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = slave
 	cmd.Stdin, cmd.Stdout = io.stdin, io.stdout
 	if io.stdinTTY {
