@@ -101,7 +101,7 @@ func TestChatNoInterleave(t *testing.T) {
 		for i := range 3 {
 			_, err := io.WriteString(c.stdin, "hello "+string(rune('a'+i))+"\n")
 			require.NoError(t, err)
-			time.Sleep(600 * time.Millisecond) // longer than a refresh
+			time.Sleep(viewInterval + 100*time.Millisecond) // a refresh between lines
 		}
 		c.stdin.Close()
 		assert.Equal(t, 0, c.wait(20*time.Second), "connect exit code")
@@ -255,6 +255,16 @@ func TestNcForms(t *testing.T) {
 // shared machine, the bound is 5 %, and the error is logged.
 func TestReadRateAccuracy(t *testing.T) {
 	for _, rate := range []uint64{1 << 20, 24 << 20} {
+		t.Run(formatRateFlag(rate), func(t *testing.T) {
+			t.Parallel()
+			readRateOnce(t, rate)
+		})
+	}
+}
+
+// readRateOnce measures one transfer at --read-rate rate.
+func readRateOnce(t *testing.T, rate uint64) {
+	{
 		total := int64(rate) * 5 / 2
 		l, addr, fp := startListener(t, "listen", nil, nil, "--read-rate", formatRateFlag(rate))
 		l.stdin.Close()

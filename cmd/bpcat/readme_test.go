@@ -78,6 +78,7 @@ func TestReadmeExamples(t *testing.T) {
 				name += " (terminal)"
 			}
 			t.Run(name, func(t *testing.T) {
+				t.Parallel() // each on a port of its own; the slow one takes 4 s
 				dir := t.TempDir()
 				for _, m := range regexp.MustCompile(`< (\S+)`).FindAllStringSubmatch(ex.listen+" "+ex.connect, -1) {
 					if !strings.HasPrefix(m[1], "/dev/") {
