@@ -61,11 +61,15 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		return sf.serve(ctx, e)
 	}
 	var bf benchFlags
-	fs := newFlagSet(e, "bench", "[flags] ADDR   (the server: bpcat bench -l ADDR; 'bpcat bench -l : -h' for its flags)")
+	fs := newFlagSet(e, "bench", "[flags] HOST PORT | HOST:PORT   (the server: bpcat bench -l ADDR; 'bpcat bench -l : -h' for its flags)")
 	bf.register(fs)
-	rest, err := fs.parse(args, 1, 1)
+	rest, err := fs.parse(args, 1, 2)
 	if err != nil {
 		return benchFlagHint(err, "that flag is for the server (bpcat bench -l ADDR)")
+	}
+	server, err := parseHostPort(rest, false) // HOST PORT or HOST:PORT, as connect takes
+	if err != nil {
+		return err
 	}
 	maxP := mux.DefaultMaxStreams - 1
 	if bf.bidir {
@@ -81,7 +85,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	case fs.isSet("b") && bf.rate == 0:
 		return usageErrorf("-b 0: want a positive rate (leave -b out for no pacing)")
 	}
-	return bf.measure(ctx, e, rest[0])
+	return bf.measure(ctx, e, server.String())
 }
 
 // benchServing reports whether args ask to serve (-l).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -26,7 +27,7 @@ type benchServerFlags struct {
 func (bf *benchServerFlags) register(fs *flagSet) {
 	bf.sessionFlags.register(fs)
 	bf.serverTLS.register(fs)
-	fs.StringVar(&bf.listen, "l", "", "serve on `ADDR` (the measuring side connects to it)")
+	fs.StringVar(&bf.listen, "l", "", "serve on `ADDR`: PORT or HOST:PORT (the measuring side connects to it)")
 	fs.BoolVar(&bf.quiet, "quiet", false, "do not log sessions")
 	fs.BoolVar(&bf.oneOff, "1", false, "serve one session, then exit (iperf3's --one-off)")
 }
@@ -38,6 +39,9 @@ const benchSetupTimeout = 10 * time.Second
 // serve accepts sessions until ctx is done (or, with -1, one session) and
 // runs each one's measurement, logging its result on stderr.
 func (bf *benchServerFlags) serve(ctx context.Context, e *env) error {
+	if isPort(bf.listen) { // -l PORT: every address, as listen PORT
+		bf.listen = net.JoinHostPort("", bf.listen)
+	}
 	host, err := splitHost("-l", bf.listen)
 	if err != nil {
 		return err

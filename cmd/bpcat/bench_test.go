@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -247,7 +248,13 @@ func TestBenchServer(t *testing.T) {
 	srv, fp, addr := benchServer(t)
 	for i := 0; i < 2; i++ {
 		var out bytes.Buffer
-		c := start(t, "bench", nil, &out, "bench", "-t", "1", "-P", "2", "--pin", fp, addr)
+		target := []string{addr}
+		if i == 1 { // the second client gives the address in nc's form, HOST PORT
+			host, port, err := net.SplitHostPort(addr)
+			require.NoError(t, err)
+			target = []string{host, port}
+		}
+		c := start(t, "bench", nil, &out, append([]string{"bench", "-t", "1", "-P", "2", "--pin", fp}, target...)...)
 		c.stdin.Close()
 		require.Equal(t, 0, c.wait(60*time.Second), "bench %d exit code", i)
 		srv.waitLine(`^session: 2 streams from 127\.0\.0\.1:\d+: received [1-9]`)

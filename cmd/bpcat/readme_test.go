@@ -21,9 +21,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// readmeExample is a pair of commands from README.md: a listener and the
-// connect that talks to it, as printed.
-type readmeExample struct{ listen, connect string }
+// readmeExample is a pair of commands from README.md: a server (listen,
+// or bench -l) and the client that talks to it (connect, or bench), as
+// printed, and the bpcat commands that follow them in the same block
+// (plot, which reads what they wrote).
+type readmeExample struct {
+	listen, connect string
+	after           []string
+}
 
 // readmeExamples returns the listen/connect pairs of README.md's sh blocks.
 func readmeExamples(t *testing.T) []readmeExample {
@@ -41,11 +46,13 @@ func readmeExamples(t *testing.T) []readmeExample {
 			inSh = true
 		case strings.HasPrefix(l, "```"):
 			inSh = false
-		case inSh && strings.HasPrefix(l, "$ ") && strings.Contains(l, "bpcat listen"):
+		case inSh && strings.HasPrefix(l, "$ ") && (strings.Contains(l, "bpcat listen") || strings.Contains(l, "bpcat bench -l")):
 			listen = strings.TrimPrefix(l, "$ ")
-		case inSh && strings.HasPrefix(l, "$ ") && strings.Contains(l, "bpcat connect") && listen != "":
-			out = append(out, readmeExample{listen, strings.TrimPrefix(l, "$ ")})
+		case inSh && strings.HasPrefix(l, "$ ") && (strings.Contains(l, "bpcat connect") || strings.Contains(l, "bpcat bench ")) && listen != "":
+			out = append(out, readmeExample{listen: listen, connect: strings.TrimPrefix(l, "$ ")})
 			listen = ""
+		case inSh && strings.HasPrefix(l, "$ bpcat ") && len(out) > 0 && listen == "":
+			out[len(out)-1].after = append(out[len(out)-1].after, strings.TrimPrefix(l, "$ "))
 		}
 	}
 	require.NotEmpty(t, out, "no examples found in README.md")
@@ -87,7 +94,7 @@ func TestReadmeExamples(t *testing.T) {
 				}
 				port := freeUDPPort(t)
 				listen := strings.ReplaceAll(ex.listen, "4242", port)
-				keepOpen := strings.Contains(listen, " -k ")
+				keepOpen := strings.Contains(listen, " -k ") || strings.Contains(listen, "bench -l") // end only when interrupted
 				// exec, so that a signal reaches bpcat; a pipeline keeps sh.
 				if !strings.Contains(listen, "|") {
 					listen = "exec " + listen
@@ -152,6 +159,17 @@ func TestReadmeExamples(t *testing.T) {
 				code := lwait(20 * time.Second)
 				if !keepOpen {
 					assert.Equal(t, 0, code, "%q", listen)
+				}
+				for _, line := range ex.after {
+					cmd := exec.Command("sh", "-c", line)
+					cmd.Dir, cmd.Env = dir, append(os.Environ(), path)
+					out, err := cmd.CombinedOutput()
+					require.NoError(t, err, "%q: %s", line, out)
+					if m := regexp.MustCompile(`-o (\S+)`).FindStringSubmatch(line); m != nil {
+						st, err := os.Stat(filepath.Join(dir, m[1]))
+						require.NoError(t, err, "%q wrote no %s", line, m[1])
+						require.Positive(t, st.Size())
+					}
 				}
 			})
 		}
