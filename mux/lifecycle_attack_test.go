@@ -412,17 +412,34 @@ func TestAttackSmallFrameFlood(t *testing.T) {
 		return func() { close(stop); wg.Wait() }
 	}
 	require.Less(t, lanes[streams-1].ID, uint64(64), "one-byte stream IDs, as the batch assumes")
+	// Let the flood fill QUIC's windows first: from then on it is held,
+	// and what it costs is the paced frames (filling the windows costs the
+	// flooder's own sending, which in this test shares the machine).
+	stop := attack()
+	var last int64 = -1
+	waitFor(t, "the flooder to be held by QUIC's flow control", func() bool {
+		time.Sleep(100 * time.Millisecond)
+		n := sentFrames.Load()
+		held := n == last
+		last = n
+		return held
+	})
+	stop()
 	before := p.sess.Stats()
 	start := time.Now()
-	ratio := pairedRatio(t, honestClient, honestServer, 3, attack)
+	ratio := pairedRatio(t, honestClient, honestServer, 5, attack)
 	elapsed := time.Since(start)
 	after := p.sess.Stats()
 	processed := after.BytesReceived - before.BytesReceived // one byte a frame
 	t.Logf("flooder sent %d small frames, the victim processed %d in %v (%.0f/s; limit %d/s), %d waited; honest median ratio %.2f",
 		sentFrames.Load(), processed, elapsed.Round(time.Millisecond), float64(processed)/elapsed.Seconds(), rate, after.SmallFramesPaced, ratio)
 	require.NoError(t, p.sess.Err(), "small frames are legal: the flooder is held, not closed")
-	require.LessOrEqual(t, float64(processed), rate*elapsed.Seconds()+rate/10+1+streams, "frames processed beyond the rate")
+	require.LessOrEqual(t, float64(processed), rate*elapsed.Seconds()+6*(rate/10+1)+streams, "frames processed beyond the rate (and a burst per round)")
 	require.Positive(t, after.SmallFramesPaced)
+	if raceEnabled {
+		t.Logf("race detector on: the ratio %.2f is not asserted", ratio)
+		return
+	}
 	require.GreaterOrEqual(t, ratio, 0.5, "the honest session lost more than half its throughput")
 }
 
