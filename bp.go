@@ -37,20 +37,14 @@ var ErrInvalidArgument = errors.New("bp: invalid argument")
 // mux.ErrPeerUnreachable. A server over its session cap refuses the
 // connection: the error matches transport.ErrConnRefused.
 func Dial(ctx context.Context, addr string, tlsConf *tls.Config, cfg *mux.Config) (*mux.Session, error) {
-	if ctx == nil {
-		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
-	}
 	if cfg != nil { // validate before dialling
 		if err := cfg.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 		}
 	}
-	if tlsConf == nil {
-		return nil, fmt.Errorf("%w: %w: nil *tls.Config", ErrInvalidArgument, transport.ErrInvalidConfig)
-	}
-	conn, err := transport.DialQUIC(ctx, addr, tlsConf, quicConfig(cfg))
+	conn, err := transport.DialQUIC(ctx, addr, tlsConf, quicConfig(cfg)) // checks ctx and tlsConf
 	if err != nil {
-		return nil, err
+		return nil, argError(err)
 	}
 	sess, err := mux.New(conn, cfg)
 	if err != nil {
@@ -58,6 +52,15 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, cfg *mux.Config
 		return nil, fmt.Errorf("bp: %w", err)
 	}
 	return sess, nil
+}
+
+// argError marks an argument the transport could not use (its
+// ErrInvalidConfig) as this package's ErrInvalidArgument too.
+func argError(err error) error {
+	if errors.Is(err, transport.ErrInvalidConfig) {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return err
 }
 
 // quicConfig sizes QUIC so that it never limits what cfg's windows allow,

@@ -139,7 +139,7 @@ func TestInvalidArgumentsReturnErrors(t *testing.T) {
 			require.NotPanics(t, func() { v, err = tt.call() })
 			require.Error(t, err)
 			assert.Nil(t, v)
-			assert.True(t, errors.Is(err, bp.ErrInvalidArgument) || errors.Is(err, transport.ErrInvalidConfig), "%v", err)
+			assert.ErrorIs(t, err, bp.ErrInvalidArgument)
 		})
 	}
 

@@ -102,18 +102,15 @@ func (lc ListenConfig) Listen(addr string, tlsConf *tls.Config) (*Listener, erro
 	if err := sess.Validate(); err != nil { // before binding the port
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
-	if tlsConf == nil {
-		return nil, fmt.Errorf("%w: %w: nil *tls.Config", ErrInvalidArgument, transport.ErrInvalidConfig)
-	}
 	qc := quicConfig(&sess)
 	qc.MaxConns = limit(lc.MaxSessions, DefaultMaxSessions)
 	qc.MaxHandshakes = limit(lc.MaxHandshakes, DefaultMaxHandshakes)
 	if qc.MaxConns > 0 && (qc.MaxHandshakes == 0 || qc.MaxHandshakes > qc.MaxConns) {
 		qc.MaxHandshakes = qc.MaxConns
 	}
-	ln, err := transport.ListenQUIC(addr, tlsConf, qc)
+	ln, err := transport.ListenQUIC(addr, tlsConf, qc) // checks tlsConf
 	if err != nil {
-		return nil, err
+		return nil, argError(err)
 	}
 	return &Listener{ln: ln, cfg: sess}, nil
 }
