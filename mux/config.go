@@ -2,6 +2,7 @@ package mux
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/bpmux/bp/framing"
@@ -86,6 +87,24 @@ type Config struct {
 	// stream. It is called synchronously from the goroutine that caused
 	// the event, with no lock held; it must be quick.
 	OnEvent func(Event)
+	// Thresholds sets warning and critical levels of consumer lag, unread
+	// bytes and stall duration; crossing one emits EventThreshold. Zero
+	// fields are off.
+	Thresholds Thresholds
+	// Logger, if set, receives the session's own events: opened, GOAWAY,
+	// closed with its code and reason, and abuse limits hit (at Warn).
+	// The session logs nothing without it.
+	Logger *slog.Logger
+	// QlogDir, if set, asks bp.Dial and bp.Listen to have QUIC write a
+	// qlog trace of every connection into this directory, one file per
+	// connection; the session adds its own events to it (package qlog).
+	// Default $QLOGDIR, as quic-go users know it. mux.New itself adds its
+	// events to the trace of any connection that has one, whoever set it
+	// up.
+	QlogDir string
+	// DisableQlog keeps the session's events out of the connection's qlog
+	// trace even when it has one.
+	DisableQlog bool
 	// Now returns the current time; default time.Now. Tests may inject a
 	// clock: it stamps events and drives window auto-tuning.
 	Now func() time.Time
@@ -131,6 +150,9 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("mux: MaxSmallFramesPerSecond %d is negative", c.MaxSmallFramesPerSecond)
 	case c.MaxStreams < 0:
 		return c, fmt.Errorf("mux: MaxStreams %d is negative", c.MaxStreams)
+	}
+	if err := c.Thresholds.validate(); err != nil {
+		return c, err
 	}
 	return c, nil
 }

@@ -3,6 +3,8 @@ package mux
 import (
 	"fmt"
 	"time"
+
+	"github.com/bpmux/bp/framing"
 )
 
 // EventKind says what happened to a stream's flow control.
@@ -28,6 +30,29 @@ const (
 	// EventDropped: a drop-mode write was discarded for lack of credit
 	// (Dropped bytes).
 	EventDropped
+	// EventStreamOpened: a stream was opened, by the peer if Remote.
+	EventStreamOpened
+	// EventStreamReset: a direction of the stream was reset with Code: the
+	// peer's sending direction if Remote, else this side's.
+	EventStreamReset
+	// EventStreamClosed: the stream is retired: both directions ended and
+	// everything it owed was written.
+	EventStreamClosed
+	// EventBudgetRefused: the session budget refused what a stream needed:
+	// Value bytes of window growth it wanted (Window is what it has), or,
+	// with Window 0, a whole new stream, refused.
+	EventBudgetRefused
+	// EventThreshold: the stream's Metric crossed into Level (up or down)
+	// at Value (bytes, or nanoseconds for MetricStall).
+	EventThreshold
+	// EventGoAway: a GOAWAY was sent, or received if Remote, with Code;
+	// Limit is its Last Stream ID.
+	EventGoAway
+	// EventRTT: a PING answer gave an RTT sample (Duration). Stream is 0.
+	EventRTT
+	// EventSessionClosed: the session ended with Code, closed by the peer
+	// if Remote. Stream is 0; it is the session's last event.
+	EventSessionClosed
 )
 
 var kindNames = [...]string{
@@ -39,6 +64,14 @@ var kindNames = [...]string{
 	EventBlocked:       "blocked",
 	EventUnblocked:     "unblocked",
 	EventDropped:       "dropped",
+	EventStreamOpened:  "stream_opened",
+	EventStreamReset:   "stream_reset",
+	EventStreamClosed:  "stream_closed",
+	EventBudgetRefused: "budget_refused",
+	EventThreshold:     "threshold",
+	EventGoAway:        "goaway",
+	EventRTT:           "rtt",
+	EventSessionClosed: "session_closed",
 }
 
 // String returns the event's short name, as used in traces.
@@ -69,6 +102,26 @@ type Event struct {
 	Credit uint64
 	// Dropped is the size of a dropped write.
 	Dropped uint64
+	// Reason says why the stream is blocked (EventBlocked,
+	// EventUnblocked).
+	Reason BlockReason
+	// Duration is how long the stall lasted (EventUnblocked), or the RTT
+	// sample (EventRTT).
+	Duration time.Duration
+	// Signal is the stall's signal latency (EventUnblocked of the
+	// sending side's credit reasons; see StreamStats.SignalLatency).
+	Signal time.Duration
+	// Metric, Level and Value describe a threshold crossing
+	// (EventThreshold).
+	Metric Metric
+	Level  Level
+	Value  uint64
+	// Code is the error code of EventStreamReset, EventGoAway and
+	// EventSessionClosed.
+	Code uint64
+	// Remote is true when the peer did it (EventStreamOpened,
+	// EventStreamReset, EventGoAway, EventSessionClosed).
+	Remote bool
 }
 
 // StreamStats is a snapshot of one stream's counters.
@@ -86,6 +139,24 @@ type StreamStats struct {
 	PeakConsumerLag uint64
 	Stalls          uint64 // times a writer ran out of credit
 	TimeStalled     time.Duration
+	// Blocked is stall counts and time by reason: the sending side's
+	// reasons, and ReasonUnread for the receiving side. Stalls and
+	// TimeStalled are its credit reasons (peer window and session budget)
+	// together.
+	Blocked Blocked
+	// SignalLatency is the distribution, over the stalls for credit that
+	// ended, of the time from the peer's read that freed the credit to
+	// this writer resuming (see the package documentation for how it is
+	// measured across hosts).
+	SignalLatency Histogram
+	// UpdateDelay (receiving side) is the distribution of the time from a
+	// read that made a WINDOW_UPDATE due to the update being written to
+	// the transport.
+	UpdateDelay Histogram
+	// Level is the highest level the stream is at against the session's
+	// Thresholds, and Levels each metric's.
+	Level  Level
+	Levels [NumMetrics]Level
 	BytesDropped    uint64 // drop mode: bytes discarded
 	Drops           uint64 // drop mode: writes discarded
 	// Receive side.
@@ -123,4 +194,41 @@ type SessionStats struct {
 	SmallFramesPaced uint64
 	// AcceptQueue is the number of peer streams waiting for Accept.
 	AcceptQueue int
+	// BytesConsumed is what this side's application has read, ever.
+	BytesConsumed uint64
+	// WindowGrowths and WindowShrinks count auto-tuning steps of the
+	// receive windows; BudgetRefusals the times the session budget
+	// refused window growth or a new stream.
+	WindowGrowths  uint64
+	WindowShrinks  uint64
+	BudgetRefusals uint64
+	// Blocked is the stall counts and time by reason of every stream the
+	// session has had (ended stalls only).
+	Blocked Blocked
+	// SignalLatency and UpdateDelay merge those of every stream, as each
+	// observation is made.
+	SignalLatency Histogram
+	UpdateDelay   Histogram
+	// RTTSamples is the distribution of the RTT samples PINGs gave.
+	RTTSamples Histogram
+	// Thresholds counts the threshold crossings into warning and
+	// critical.
+	ThresholdWarnings, ThresholdCriticals uint64
+	// Closed is true once the session has ended; CloseCode is the code
+	// it ended with, and CloseRemote whether the peer sent it.
+	Closed      bool
+	CloseCode   uint64
+	CloseRemote bool
+}
+
+// IsAbuseCode reports whether code is one a session closes a misbehaving
+// peer with: PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR,
+// STREAM_LIMIT_ERROR, SETTINGS_ERROR or ENHANCE_YOUR_CALM.
+func IsAbuseCode(code uint64) bool {
+	switch framing.ErrorCode(code) {
+	case framing.ProtocolError, framing.FlowControlError, framing.FrameSizeError,
+		framing.StreamLimitError, framing.SettingsError, framing.EnhanceYourCalm:
+		return true
+	}
+	return false
 }
