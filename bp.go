@@ -66,7 +66,8 @@ func argError(err error) error {
 // quicConfig sizes QUIC so that it never limits what cfg's windows allow,
 // and gives it cfg's DeadPeerTimeout as its idle timeout, so that QUIC
 // and bp/1's keepalive agree on when a peer is gone. QUIC's own keepalive
-// runs every third of it.
+// runs every third of it. cfg's QlogDir (or $QLOGDIR) turns QUIC's qlog
+// traces on; the session adds its events to them.
 func quicConfig(cfg *mux.Config) transport.QUICConfig {
 	var c mux.Config
 	if cfg != nil {
@@ -81,5 +82,6 @@ func quicConfig(cfg *mux.Config) transport.QUICConfig {
 		SessionBudget:   c.SessionBudget,
 		MaxStreams:      int64(c.MaxStreams),
 		IdleTimeout:     dead,
+		QlogDir:         c.QlogDir, // empty: $QLOGDIR
 	}
 }

@@ -71,6 +71,11 @@ const (
 	FlagFIN Flags = 0x01
 	// FlagACK on a PING frame marks it as the answer to a PING.
 	FlagACK Flags = 0x01
+	// FlagBudgetLimited on a WINDOW_UPDATE frame says the window it grants
+	// is smaller than the sender of the update wanted, because its session
+	// budget refused the rest. It may be sent only to a peer that announced
+	// SettingBudgetSignal.
+	FlagBudgetLimited Flags = 0x01
 	// FlagDone on a GOAWAY frame says the sender has no stream left: every
 	// frame the receiver sent on any stream has arrived.
 	FlagDone Flags = 0x01
@@ -118,6 +123,7 @@ const (
 	SettingInitialWindow   uint64 = 0x1
 	SettingMaxFramePayload uint64 = 0x2
 	SettingMaxStreams      uint64 = 0x3
+	SettingBudgetSignal    uint64 = 0x4
 )
 
 // Settings are the values an endpoint announces in its SETTINGS frame.
@@ -131,6 +137,9 @@ type Settings struct {
 	// MaxStreams is the number of concurrent streams the sender lets the
 	// peer open.
 	MaxStreams uint64
+	// BudgetSignal is 1 when the sender accepts WINDOW_UPDATE frames with
+	// FlagBudgetLimited; 0 (absent) when it does not.
+	BudgetSignal uint64
 }
 
 // Frame is one decoded frame. Only the fields of its Type are meaningful.
@@ -228,7 +237,7 @@ func truncated(err error) error {
 }
 
 // allowedFlags lists the flag bits each known type may carry.
-var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN, TypePing: FlagACK, TypeGoAway: FlagDone}
+var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN, TypeWindowUpdate: FlagBudgetLimited, TypePing: FlagACK, TypeGoAway: FlagDone}
 
 func (h Header) check() error {
 	if !h.Type.Known() {
@@ -316,6 +325,11 @@ func (s *Settings) set(id, v uint64) error {
 		s.MaxFramePayload = v
 	case SettingMaxStreams:
 		s.MaxStreams = v
+	case SettingBudgetSignal:
+		if v > 1 {
+			return fmt.Errorf("%w: %w: SETTINGS_BUDGET_SIGNAL %d is neither 0 nor 1", ErrMalformed, ErrSettingValue, v)
+		}
+		s.BudgetSignal = v
 	}
 	// Unknown identifiers are ignored, so that settings can be added.
 	return nil
@@ -382,7 +396,7 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 
 func hasOversized(f *Frame) bool {
 	s := f.Settings
-	return max(f.Offset, f.Consumed, uint64(f.ErrorCode), f.LastStreamID, s.InitialWindow, s.MaxFramePayload, s.MaxStreams) > MaxVarint
+	return max(f.Offset, f.Consumed, uint64(f.ErrorCode), f.LastStreamID, s.InitialWindow, s.MaxFramePayload, s.MaxStreams, s.BudgetSignal) > MaxVarint
 }
 
 // appendVarint is quicvarint.Append clamped to the encodable range; the
@@ -394,6 +408,7 @@ func (s Settings) append(b []byte) []byte {
 		{SettingInitialWindow, s.InitialWindow},
 		{SettingMaxFramePayload, s.MaxFramePayload},
 		{SettingMaxStreams, s.MaxStreams},
+		{SettingBudgetSignal, s.BudgetSignal},
 	} {
 		if kv[1] != 0 {
 			b = appendVarint(appendVarint(b, kv[0]), kv[1])

@@ -139,7 +139,7 @@ func TestHeaderErrors(t *testing.T) {
 		{"SETTINGS on stream max", hdr(framing.TypeSettings, 0, maxV, 0), framing.ErrMalformed},
 		{"DATA flags 0x02", hdr(framing.TypeData, 0x02, 1, 0), framing.ErrMalformed},
 		{"DATA flags 0x80", hdr(framing.TypeData, 0x81, 1, 0), framing.ErrMalformed},
-		{"WINDOW_UPDATE flags 0x01", hdr(framing.TypeWindowUpdate, 0x01, 1, 1), framing.ErrMalformed},
+		{"WINDOW_UPDATE flags 0x02", hdr(framing.TypeWindowUpdate, 0x02, 1, 1), framing.ErrMalformed},
 		{"BLOCKED flags 0x01", hdr(framing.TypeBlocked, 0x01, 1, 1), framing.ErrMalformed},
 		{"RESET flags 0x01", hdr(framing.TypeReset, 0x01, 1, 1), framing.ErrMalformed},
 		{"STOP_SENDING flags 0x40", hdr(framing.TypeStopSending, 0x40, 1, 1), framing.ErrMalformed},

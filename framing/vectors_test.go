@@ -124,6 +124,16 @@ var vectors = []vector{
 		}},
 	},
 	{
+		name:  "WINDOW_UPDATE with BUDGET_LIMITED, stream 1, Maximum Offset 65536, Consumed 16384",
+		hex:   "010101088001000080004000",
+		frame: framing.Frame{Header: hdr(framing.TypeWindowUpdate, framing.FlagBudgetLimited, 1, 8), Offset: 65536, Consumed: 16384},
+	},
+	{
+		name:  "SETTINGS with SETTINGS_BUDGET_SIGNAL 1",
+		hex:   "070000020401",
+		frame: framing.Frame{Header: hdr(framing.TypeSettings, 0, 0, 2), Settings: framing.Settings{BudgetSignal: 1}},
+	},
+	{
 		name:  "SETTINGS empty (all defaults)",
 		hex:   "07000000",
 		frame: framing.Frame{Header: hdr(framing.TypeSettings, 0, 0, 0)},
@@ -189,7 +199,8 @@ var badVectors = []struct {
 	{"PING on stream 1", "050001080102030405060708", framing.ErrMalformed, framing.ProtocolError},
 	{"GOAWAY on stream 2", "060002020700", framing.ErrMalformed, framing.ProtocolError},
 	{"DATA with undefined flag 0x02", "00020100", framing.ErrMalformed, framing.ProtocolError},
-	{"WINDOW_UPDATE with flag 0x01", "010101020500", framing.ErrMalformed, framing.ProtocolError},
+	{"WINDOW_UPDATE with undefined flag 0x02", "010201020500", framing.ErrMalformed, framing.ProtocolError},
+	{"SETTINGS_BUDGET_SIGNAL 2", "070000020402", framing.ErrMalformed, framing.SettingsError},
 	{"PING with undefined flag 0x02", "050200080102030405060708", framing.ErrMalformed, framing.ProtocolError},
 	{"WINDOW_UPDATE with Length 257", "0100014101", framing.ErrFrameSize, framing.FrameSizeError},
 	{"DATA with Length 2^24+1", "00000181000001", framing.ErrFrameSize, framing.FrameSizeError},

@@ -210,8 +210,8 @@ func TestAttackMalformedFrames(t *testing.T) {
 		{name: "DATA with flag 0x02 opening a lane", want: pr, run: func(t *testing.T, p *rawPeer) {
 			p.onNewLane(rfHeader(framing.TypeData, 0x02, 1, 0))
 		}},
-		{name: "WINDOW_UPDATE with flag 0x01", want: pr, run: func(t *testing.T, p *rawPeer) {
-			p.onStream(rfHeader(framing.TypeWindowUpdate, 0x01, 1, 2), []byte{0x05, 0x00})
+		{name: "WINDOW_UPDATE with flag 0x02", want: pr, run: func(t *testing.T, p *rawPeer) {
+			p.onStream(rfHeader(framing.TypeWindowUpdate, 0x02, 1, 2), []byte{0x05, 0x00})
 		}},
 		{name: "RESET with flag 0x80", want: pr, run: func(t *testing.T, p *rawPeer) {
 			p.onStream(rfHeader(framing.TypeReset, 0x80, 1, 1), []byte{0x06})

@@ -455,7 +455,7 @@ func TestRawPeerHandshake(t *testing.T) {
 	p.settings(framing.Settings{InitialWindow: 1 << 20, MaxFramePayload: 1 << 20, MaxStreams: 10})
 	ctl, st := p.serverControl()
 	require.NotNil(t, ctl)
-	require.Equal(t, framing.Settings{InitialWindow: 64 << 10, MaxFramePayload: 64 << 10, MaxStreams: 7}, st)
+	require.Equal(t, framing.Settings{InitialWindow: 64 << 10, MaxFramePayload: 64 << 10, MaxStreams: 7, BudgetSignal: 1}, st)
 
 	l := p.openStream()
 	msg := []byte("hello, raw peer")

@@ -69,8 +69,13 @@ type Session struct {
 
 	peerInitial  atomic.Uint64 // peer's SETTINGS_INITIAL_WINDOW
 	peerMaxFrame atomic.Uint64 // peer's SETTINGS_MAX_FRAME_PAYLOAD
+	peerBudgetSignal atomic.Bool // peer's SETTINGS_BUDGET_SIGNAL: it takes BUDGET_LIMITED
 	uselessCount atomic.Int64  // frames that did no work, this second
 	pingRTT      atomic.Int64  // RTT measured by PING, in ns
+	qlog         *qlogRecorder // the connection's qlog trace, or nil
+	hooked       bool          // OnEvent or qlog: events are wanted
+	thresholds   bool          // Config.Thresholds has a level set
+	obs          sessionObs
 	stats        struct {
 		bytesSent, bytesReceived      atomic.Uint64
 		updatesSent, updatesReceived  atomic.Uint64
@@ -145,6 +150,7 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 	}
 	sess.peerInitial.Store(DefaultInitialWindow)
 	sess.peerMaxFrame.Store(DefaultMaxFramePayload)
+	sess.startObserving()
 	sess.goroutine(sess.controlWriter)
 	sess.goroutine(sess.controlReader)
 	sess.goroutine(sess.acceptLanes)
@@ -197,6 +203,8 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 
 	recv, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
 	if err != nil {
+		sess.obs.refusals.Add(1)
+		sess.emitSession(EventBudgetRefused, func(ev *Event) { ev.Stream, ev.Value = id, sess.cfg.InitialWindow })
 		return nil, fmt.Errorf("mux: open: %w", err)
 	}
 	lane, err := sess.conn.OpenLane(ctx)
@@ -249,6 +257,7 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 		s.laneWriteFailed(err)
 		return nil, fmt.Errorf("mux: open: %w", err)
 	}
+	s.emitLifecycle(EventStreamOpened, 0, false)
 	return s, nil
 }
 
@@ -437,6 +446,7 @@ func (sess *Session) shutdown(e *SessionError) {
 		if e.Err != nil {
 			reason = e.Err.Error()
 		}
+		sess.observeClose(e)
 		sess.conn.CloseWithError(uint64(e.Code), reason)
 	})
 }
@@ -500,20 +510,6 @@ func (sess *Session) rtt() time.Duration {
 	return time.Duration(sess.pingRTT.Load())
 }
 
-func (sess *Session) hasHook() bool { return sess.cfg.OnEvent != nil }
-
-func (sess *Session) emit(ev Event) {
-	if sess.cfg.OnEvent != nil {
-		sess.cfg.OnEvent(ev)
-	}
-}
-
-func (sess *Session) emitAll(evs []Event) {
-	for _, ev := range evs {
-		sess.emit(ev)
-	}
-}
-
 func (sess *Session) isPeerID(id uint64) bool { return (id%2 == 1) != sess.client }
 
 // Stats returns a snapshot of the session's counters.
@@ -521,7 +517,7 @@ func (sess *Session) Stats() SessionStats {
 	sess.mu.Lock()
 	n, queued := len(sess.streams), len(sess.acceptQ)
 	sess.mu.Unlock()
-	return SessionStats{
+	st := SessionStats{
 		Streams:          n,
 		AcceptQueue:      queued,
 		StreamsOpened:    sess.stats.opened.Load(),
@@ -539,6 +535,8 @@ func (sess *Session) Stats() SessionStats {
 		PingsSent:        sess.stats.pingsSent.Load(),
 		PingsReceived:    sess.stats.pingsRecvd.Load(),
 	}
+	sess.fillObserved(&st)
+	return st
 }
 
 // Streams returns the streams open now.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/bpmux/bp/framing"
 )
@@ -24,7 +25,9 @@ func (sess *Session) controlWriter() {
 		InitialWindow:   sess.cfg.InitialWindow,
 		MaxFramePayload: sess.cfg.MaxFramePayload,
 		MaxStreams:      uint64(sess.cfg.MaxStreams),
+		BudgetSignal:    1, // this side reads BUDGET_LIMITED (stream_observe.go)
 	}})
+	goAway := false
 	for {
 		if len(b) > 0 {
 			if _, err := ctl.Write(b); err != nil {
@@ -55,8 +58,14 @@ func (sess *Session) controlWriter() {
 			}
 			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeGoAway, Flags: flags}, LastStreamID: sess.goAwayLast, ErrorCode: sess.goAwayCode})
 			sess.pendGoAway = false
+			goAway = true
 		}
+		last, code := sess.goAwayLast, sess.goAwayCode
 		sess.mu.Unlock()
+		if goAway {
+			sess.observeGoAway(false, last, code)
+			goAway = false
+		}
 	}
 }
 
@@ -125,14 +134,17 @@ func (sess *Session) onControl(f *framing.Frame) error {
 		if f.Flags&framing.FlagACK != 0 {
 			sess.mu.Lock()
 			match := sess.pingWaiting && f.PingData == sess.pingData
+			var rtt time.Duration
 			if match {
 				sess.pingWaiting = false
-				sess.pingRTT.Store(int64(sess.cfg.Now().Sub(sess.pingSentAt)))
+				rtt = sess.cfg.Now().Sub(sess.pingSentAt)
+				sess.pingRTT.Store(int64(rtt))
 			}
 			sess.mu.Unlock()
 			if !match {
 				return sess.useless()
 			}
+			sess.observeRTT(rtt)
 			return nil
 		}
 		sess.stats.pingsRecvd.Add(1)
@@ -160,6 +172,7 @@ func (sess *Session) onControl(f *framing.Frame) error {
 		if err != nil {
 			return sess.protocolErr(framing.ProtocolError, err)
 		}
+		sess.observeGoAway(true, last, f.ErrorCode)
 		signal(sess.ctlSignal)
 		if closeNow {
 			sess.closeGracefully()
@@ -178,6 +191,7 @@ func (sess *Session) applySettings(st framing.Settings) error {
 	if st.MaxFramePayload != 0 {
 		sess.peerMaxFrame.Store(st.MaxFramePayload)
 	}
+	sess.peerBudgetSignal.Store(st.BudgetSignal == 1)
 	sess.settingsRecvd.Store(true)
 	if st.InitialWindow == 0 {
 		return nil

@@ -82,40 +82,48 @@ func (sess *Session) serveLane(lane transport.Lane) {
 		sess.protocolError(framing.ProtocolError, fmt.Errorf("lane opened with %v", h.Type))
 		return
 	}
-	s, err := sess.admit(h.StreamID, lane)
+	s, noBudget, err := sess.admit(h.StreamID, lane)
 	if err != nil {
 		sess.fail(err)
 		return
 	}
 	if s == nil {
+		if noBudget {
+			sess.obs.refusals.Add(1)
+			sess.emitSession(EventBudgetRefused, func(ev *Event) {
+				ev.Stream, ev.Value = h.StreamID, sess.cfg.InitialWindow
+			})
+		}
 		sess.refuse(lane, h.StreamID)
 		return
 	}
+	s.emitLifecycle(EventStreamOpened, 0, true)
 	// The stream's own reader takes over in a goroutine of its own, whose
 	// stack starts small (see laneReader); this one ends.
 	sess.wg.Add(1)
 	go s.laneReader(br, &h)
 }
 
-// admit registers a stream the peer opened, or returns nil to refuse it.
-func (sess *Session) admit(id uint64, lane transport.Lane) (*Stream, error) {
+// admit registers a stream the peer opened, or returns nil to refuse it,
+// with noBudget true if the session budget could not hold it.
+func (sess *Session) admit(id uint64, lane transport.Lane) (_ *Stream, noBudget bool, _ error) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	switch {
 	case sess.isClosed():
-		return nil, sess.closeErr
+		return nil, false, sess.closeErr
 	case !sess.isPeerID(id):
-		return nil, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d with this side's parity", id))
+		return nil, false, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d with this side's parity", id))
 	case sess.streams[id] != nil:
-		return nil, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d, which is already open", id))
+		return nil, false, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d, which is already open", id))
 	}
 	sess.lastPeerID = max(sess.lastPeerID, id)
 	if (sess.goAwaySent && id > sess.goAwayLast) || sess.peerOpen >= sess.cfg.MaxStreams {
-		return nil, nil
+		return nil, false, nil
 	}
 	recv, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
 	if err != nil {
-		return nil, nil // no budget for its floor: refused, never given zero credit
+		return nil, true, nil // no budget for its floor: refused, never given zero credit
 	}
 	s := newStream(sess, id, lane, recv, sess.peerInitial.Load())
 	sess.streams[id] = s
@@ -124,7 +132,7 @@ func (sess *Session) admit(id uint64, lane transport.Lane) (*Stream, error) {
 	sess.stats.accepted.Add(1)
 	sess.acceptQ = append(sess.acceptQ, s) // bounded: len(acceptQ) <= peerOpen <= MaxStreams
 	signal(sess.acceptReady)
-	return s, nil
+	return s, false, nil
 }
 
 // dequeueLocked takes a retired stream out of the accept queue, so that

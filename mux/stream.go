@@ -91,8 +91,18 @@ type Stream struct {
 	peerConsumed uint64
 	consumedWait chan struct{} // made by WaitConsumed, closed when it should look again
 
-	stats      StreamStats
-	stallStart time.Time
+	stats StreamStats
+
+	// Observability (stream_observe.go).
+	stallStart        time.Time   // the credit stall under way began
+	stallReason       BlockReason // and why
+	creditArrived     time.Time   // the credit that ends it arrived
+	peerBudgetLimited bool        // the peer's last WINDOW_UPDATE had BUDGET_LIMITED
+	unreadStart       time.Time   // the receiving side's stall (ReasonUnread) began
+	laneWriteStart    time.Time   // the DATA write under way began
+	transportShown    bool        // its long stall's EventBlocked went out
+	updateDueAt       time.Time   // the pending WINDOW_UPDATE became due
+	levels            [NumMetrics]Level
 
 	// The lane reader's own state, touched by no other goroutine.
 	rd struct {
@@ -228,12 +238,16 @@ func (s *Stream) Close() error {
 func (s *Stream) Reset(code framing.ErrorCode) error {
 	s.mu.Lock()
 	s.closeReadLocked(code)
-	if s.lc.reset() {
+	reset := s.lc.reset()
+	if reset {
 		s.localReset = code
 	}
 	s.writeClosed = true
 	held := s.laneWriting
 	s.mu.Unlock()
+	if reset {
+		s.emitLifecycle(EventStreamReset, uint64(code), false)
+	}
 	signal(s.readReady)
 	signal(s.writeReady)
 	if held { // the RESET frame cannot get past the held write: abort the lane
@@ -303,6 +317,7 @@ func (s *Stream) maybeRemove() {
 	}
 	s.mu.Unlock()
 	if done {
+		s.emitLifecycle(EventStreamClosed, 0, false)
 		s.sess.removeStream(s)
 	}
 }
@@ -324,9 +339,7 @@ func (s *Stream) Stats() StreamStats {
 	st.SendCredit = s.send.Available()
 	st.PeerConsumed = s.peerConsumed
 	st.ConsumerLag = s.send.Sent() - s.peerConsumed
-	if !s.stallStart.IsZero() {
-		st.TimeStalled += s.sess.cfg.Now().Sub(s.stallStart)
-	}
+	s.fillObservedLocked(&st, s.sess.cfg.Now())
 	if s.recv != nil {
 		st.BytesReceived = s.recv.Received()
 		st.Buffered = s.recv.Buffered()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
+	"github.com/bpmux/bp/window"
 )
 
 // This file is the stream's receiving direction: Read, and the lane
@@ -25,10 +26,11 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 		s.mu.Lock()
 		if s.buf.len() > 0 && !s.readClosed {
-			n, ev := s.consumeLocked(p)
+			var out eventBuf
+			n := s.consumeLocked(p, &out)
 			s.mu.Unlock()
 			s.flushControl()
-			s.sess.emitAll(ev)
+			out.emit(s.sess)
 			return n, nil
 		}
 		err := s.readErrLocked()
@@ -68,7 +70,7 @@ func (s *Stream) readErrLocked() error {
 }
 
 // consumeLocked copies buffered data into p, returning credit.
-func (s *Stream) consumeLocked(p []byte) (int, []Event) {
+func (s *Stream) consumeLocked(p []byte, out *eventBuf) int {
 	n := s.buf.read(p)
 	if s.buf.len() == 0 && s.buf.cap() <= smallRing && !s.filling {
 		// A small buffer is cheaper to make again than to keep: a stream
@@ -79,24 +81,65 @@ func (s *Stream) consumeLocked(p []byte) (int, []Event) {
 	now := s.sess.cfg.Now()
 	s.lastActive = now
 	s.stats.BytesConsumed += uint64(n)
+	s.sess.obs.consumed.Add(uint64(n))
 	s.recv.SetRTT(s.sess.rtt())
-	oldWindow := s.recv.Window()
+	oldWindow, oldCounts := s.recv.Window(), s.recv.Counts()
 	_, grant := s.recv.OnConsumed(uint64(n), now)
 	if grant {
-		s.pendUpdate = true
+		s.grantedLocked(now, out)
 	}
-	if !s.sess.hasHook() {
-		return n, nil
+	if s.sess.thresholds {
+		s.checkLevelLocked(MetricUnread, s.recv.Buffered(), now, out)
 	}
-	ev := []Event{s.eventLocked(EventConsumed, now)}
-	if w := s.recv.Window(); w != oldWindow {
-		ev = append(ev, s.eventLocked(EventWindowResized, now))
+	if s.sess.hooked {
+		ev := s.eventLocked(EventConsumed, now)
+		ev.Value = uint64(n)
+		out.add(ev)
 	}
-	return n, ev
+	s.windowChangedLocked(oldWindow, oldCounts, now, out)
+	return n
 }
 
-// discardLocked throws away unread data, returning its memory.
+// grantedLocked notes a grant the receiver just made: a WINDOW_UPDATE is
+// due, and the peer's stall (if this side's reader held it) is over.
+func (s *Stream) grantedLocked(now time.Time, out *eventBuf) {
+	s.pendUpdate = true
+	if s.updateDueAt.IsZero() {
+		s.updateDueAt = now
+	}
+	s.endUnreadStallLocked(now, out)
+}
+
+// windowChangedLocked records what the window policy did since the
+// receiver had window oldWindow and counts before: a new size, a refusal
+// by the budget.
+func (s *Stream) windowChangedLocked(oldWindow uint64, before window.Counts, now time.Time, out *eventBuf) {
+	after := s.recv.Counts()
+	if after == before && s.recv.Window() == oldWindow {
+		return
+	}
+	s.sess.windowCounted(before, after)
+	if !s.sess.hooked {
+		return
+	}
+	if s.recv.Window() != oldWindow {
+		out.add(s.eventLocked(EventWindowResized, now))
+	}
+	if after.Refusals != before.Refusals {
+		ev := s.eventLocked(EventBudgetRefused, now)
+		ev.Value = after.Refused
+		out.add(ev)
+	}
+}
+
+// discardLocked throws away unread data, returning its memory. A stall
+// the unread data held ends here; nobody will read (its event is not
+// reported: the stream's end is).
 func (s *Stream) discardLocked() {
+	if !s.unreadStart.IsZero() {
+		var out eventBuf // dropped: the callers report the stream's end instead
+		s.endUnreadStallLocked(s.sess.cfg.Now(), &out)
+	}
 	if s.recv == nil {
 		return
 	}
@@ -255,6 +298,9 @@ func (s *Stream) laneReadFailed(le *transport.LaneError) {
 	first := s.lc.onLaneReset()
 	refused := first && s.peerResetLocked(framing.ErrorCode(le.Code))
 	s.mu.Unlock()
+	if first {
+		s.emitLifecycle(EventStreamReset, le.Code, le.Remote)
+	}
 	s.afterPeerReset(refused)
 	if first && le.Remote {
 		s.sess.uselessIfIdle(s)
@@ -354,11 +400,17 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	} else {
 		s.buf.commit(n)
 	}
-	s.lastActive = s.sess.cfg.Now()
+	now := s.sess.cfg.Now()
+	s.lastActive = now
 	if fin {
 		s.lc.onPeerFin()
 	}
+	var out eventBuf
+	if s.sess.thresholds && s.recv != nil {
+		s.checkLevelLocked(MetricUnread, s.recv.Buffered(), now, &out)
+	}
 	s.mu.Unlock()
+	out.emit(s.sess)
 	signal(s.readReady)
 	if fin {
 		s.flushControl()
@@ -369,7 +421,7 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 // onControl applies WINDOW_UPDATE, BLOCKED, RESET or STOP_SENDING.
 func (s *Stream) onControl(f *framing.Frame) error {
 	now := s.sess.cfg.Now()
-	var ev []Event
+	var out eventBuf
 	s.mu.Lock()
 	switch f.Type {
 	case framing.TypeWindowUpdate:
@@ -379,7 +431,6 @@ func (s *Stream) onControl(f *framing.Frame) error {
 		}
 		s.stats.UpdatesReceived++
 		s.sess.stats.updatesReceived.Add(1)
-		wasBlocked := s.send.Available() == 0
 		grew := s.send.OnUpdate(f.Offset)
 		consumedGrew := f.Consumed > s.peerConsumed
 		if consumedGrew {
@@ -390,16 +441,17 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			s.mu.Unlock()
 			return s.sess.useless()
 		}
-		if grew && s.sess.hasHook() {
-			ev = append(ev, s.eventLocked(EventCredit, now))
-			ev[0].Consumed = f.Consumed
-			if wasBlocked && !s.stallStart.IsZero() {
-				ev = append(ev, s.eventLocked(EventUnblocked, now))
-			}
+		s.peerBudgetLimited = f.Flags&framing.FlagBudgetLimited != 0
+		if grew && !s.stallStart.IsZero() && s.creditArrived.IsZero() {
+			s.creditArrived = now // the writer ends the stall when it resumes
 		}
-		if grew && wasBlocked && !s.stallStart.IsZero() {
-			s.stats.TimeStalled += now.Sub(s.stallStart)
-			s.stallStart = time.Time{}
+		if grew && s.sess.hooked {
+			ev := s.eventLocked(EventCredit, now)
+			ev.Consumed = f.Consumed
+			out.add(ev)
+		}
+		if consumedGrew && s.sess.thresholds {
+			s.checkLevelLocked(MetricLag, s.lagLocked(), now, &out)
 		}
 		s.mu.Unlock()
 		signal(s.writeReady)
@@ -411,21 +463,21 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			s.mu.Unlock()
 			return s.sess.useless()
 		}
-		oldWindow := s.recv.Window()
+		oldWindow, oldCounts := s.recv.Window(), s.recv.Counts()
 		unreached := f.Offset > s.recv.Received()
 		s.recv.SetRTT(s.sess.rtt())
 		_, grant := s.recv.OnBlocked(f.Offset, now)
-		if grant {
-			s.pendUpdate = true
-		}
-		if s.sess.hasHook() {
+		if s.sess.hooked {
 			e := s.eventLocked(EventPeerBlocked, now)
 			e.Limit = f.Offset
-			ev = append(ev, e)
-			if s.recv.Window() != oldWindow {
-				ev = append(ev, s.eventLocked(EventWindowResized, now))
-			}
+			out.add(e)
 		}
+		if grant {
+			s.grantedLocked(now, &out)
+		} else {
+			s.startUnreadStallLocked(f.Offset, now, &out)
+		}
+		s.windowChangedLocked(oldWindow, oldCounts, now, &out)
 		s.mu.Unlock()
 		if unreached {
 			if err := s.sess.useless(); err != nil {
@@ -440,6 +492,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 		}
 		refused := s.peerResetLocked(f.ErrorCode)
 		s.mu.Unlock()
+		s.emitLifecycle(EventStreamReset, uint64(f.ErrorCode), true)
 		s.afterPeerReset(refused)
 		if err := s.sess.uselessIfIdle(s); err != nil {
 			return err
@@ -461,7 +514,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 	default:
 		s.mu.Unlock()
 	}
-	s.sess.emitAll(ev)
+	out.emit(s.sess)
 	return nil
 }
 
@@ -514,23 +567,20 @@ func (s *Stream) didWork() bool {
 // tick runs the stream's periodic housekeeping: idle window shrink and
 // releasing the buffer of a stream that has gone quiet.
 func (s *Stream) tick(now time.Time, idleFor time.Duration) {
+	var out eventBuf
 	s.mu.Lock()
-	var ev Event
-	shrunk := false
 	if s.recv != nil {
-		if s.recv.OnTick(now) {
-			shrunk = true
-			ev = s.eventLocked(EventWindowResized, now)
-		}
+		oldWindow, oldCounts := s.recv.Window(), s.recv.Counts()
+		s.recv.OnTick(now)
+		s.windowChangedLocked(oldWindow, oldCounts, now, &out)
 		if s.buf.len() == 0 && s.buf.cap() > 0 && !s.filling && now.Sub(s.lastActive) >= idleFor {
 			s.buf.drop()
 			s.recv.SetBufferCap(0)
 		}
 	}
+	s.observeTickLocked(now, &out)
 	s.mu.Unlock()
-	if shrunk {
-		s.sess.emit(ev)
-	}
+	out.emit(s.sess)
 }
 
 // midFrame reports a lane that ended inside a frame's payload.

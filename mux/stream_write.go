@@ -72,10 +72,22 @@ func (s *Stream) Write(p []byte) (int, error) {
 var errDropped = errors.New("dropped")
 
 // reserveCredit waits until some credit is available and takes up to
-// want bytes of it, at most one frame's worth.
+// want bytes of it, at most one frame's worth. A wait is a stall for
+// credit, from the moment the credit ran out until the writer resumes
+// (or gives up).
 func (s *Stream) reserveCredit(want int) (int, error) {
+	var out eventBuf
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	n, err := s.reserveCreditLocked(want, &out)
+	if err != nil {
+		s.endCreditStallLocked(s.sess.cfg.Now(), false, &out)
+	}
+	s.mu.Unlock()
+	out.emit(s.sess)
+	return n, err
+}
+
+func (s *Stream) reserveCreditLocked(want int, out *eventBuf) (int, error) {
 	for {
 		if s.writeDeadline.expired() {
 			return 0, os.ErrDeadlineExceeded
@@ -88,11 +100,11 @@ func (s *Stream) reserveCredit(want int) (int, error) {
 			if uint64(want) > avail {
 				s.stats.Drops++
 				s.stats.BytesDropped += uint64(want)
-				ev := s.eventLocked(EventDropped, s.sess.cfg.Now())
-				ev.Dropped = uint64(want)
-				s.mu.Unlock()
-				s.sess.emit(ev)
-				s.mu.Lock()
+				if s.sess.hooked {
+					ev := s.eventLocked(EventDropped, s.sess.cfg.Now())
+					ev.Dropped = uint64(want)
+					out.add(ev)
+				}
 				return 0, errDropped
 			}
 		}
@@ -102,15 +114,23 @@ func (s *Stream) reserveCredit(want int) (int, error) {
 				return 0, err
 			}
 			s.stats.BytesSent += n
-			s.stats.PeakConsumerLag = max(s.stats.PeakConsumerLag, s.send.Sent()-s.peerConsumed)
+			lag := s.lagLocked()
+			s.stats.PeakConsumerLag = max(s.stats.PeakConsumerLag, lag)
 			s.sess.stats.bytesSent.Add(n)
+			if !s.stallStart.IsZero() || s.sess.thresholds {
+				now := s.sess.cfg.Now()
+				s.endCreditStallLocked(now, true, out)
+				s.checkLevelLocked(MetricLag, lag, now, out)
+			}
 			return int(n), nil
 		}
 		if s.overload == FailFast {
 			return 0, ErrWouldBlock
 		}
+		s.startCreditStallLocked(s.sess.cfg.Now(), out)
 		s.blockLocked()
 		s.mu.Unlock()
+		out.emit(s.sess)
 		s.flushControl()
 		select {
 		case <-s.writeReady:
@@ -121,22 +141,10 @@ func (s *Stream) reserveCredit(want int) (int, error) {
 	}
 }
 
-// blockLocked records that a writer is out of credit and queues BLOCKED.
+// blockLocked queues BLOCKED for a writer out of credit, once per limit.
 func (s *Stream) blockLocked() {
-	limit, send := s.send.Blocked()
-	if !send {
-		return
-	}
-	now := s.sess.cfg.Now()
-	s.pendBlocked, s.blockedLimit = true, limit
-	s.stats.Stalls++
-	s.sess.stats.stalls.Add(1)
-	s.stallStart = now
-	if s.sess.hasHook() {
-		ev := s.eventLocked(EventBlocked, now)
-		s.mu.Unlock()
-		s.sess.emit(ev)
-		s.mu.Lock()
+	if limit, send := s.send.Blocked(); send {
+		s.pendBlocked, s.blockedLimit = true, limit
 	}
 }
 
@@ -161,6 +169,10 @@ func (s *Stream) writeData(p []byte) error {
 	s.mu.Lock()
 	err := s.writeErrLocked()
 	s.laneWriting = err == nil
+	start := s.sess.cfg.Now()
+	if err == nil {
+		s.laneWriteStart = start
+	}
 	s.mu.Unlock()
 	if err == nil {
 		s.setLaneDeadline(laneDeadlineFor(s.writeDeadline.when()))
@@ -170,9 +182,12 @@ func (s *Stream) writeData(p []byte) error {
 			_, err = s.lane.Write(p)
 		}
 		s.sess.putFrameBuf(buf)
+		var out eventBuf
 		s.mu.Lock()
 		s.laneWriting = false
+		s.endTransportStallLocked(start, s.sess.cfg.Now(), &out)
 		s.mu.Unlock()
+		out.emit(s.sess)
 		if err != nil {
 			err = s.dataWriteFailed(err)
 		}
@@ -223,7 +238,8 @@ func (s *Stream) abortLane(code framing.ErrorCode) {
 		s.mu.Unlock()
 		return
 	}
-	if !s.lc.sendEnded() {
+	reset := !s.lc.sendEnded()
+	if reset {
 		s.localReset = code
 	}
 	s.closeReadLocked(code)
@@ -234,6 +250,9 @@ func (s *Stream) abortLane(code framing.ErrorCode) {
 	s.mu.Unlock()
 	s.lane.CancelWrite(uint64(code))
 	s.lane.CancelRead(uint64(code))
+	if reset {
+		s.emitLifecycle(EventStreamReset, uint64(code), false)
+	}
 	signal(s.readReady)
 	signal(s.writeReady)
 	s.maybeRemove()
@@ -300,12 +319,24 @@ func (s *Stream) writeControl() {
 	if (s.pendUpdate || s.lc.finalUpdateOwed) && s.recv != nil && s.lc.mayUpdate() &&
 		(s.recv.Limit() > s.sentLimit || s.recv.Consumed() > s.sentConsumed) { // never a useless update
 		s.sentLimit, s.sentConsumed = s.recv.Limit(), s.recv.Consumed()
-		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeWindowUpdate, StreamID: s.id},
+		var flags framing.Flags
+		if s.recv.BudgetLimited() && s.sess.peerBudgetSignal.Load() {
+			flags = framing.FlagBudgetLimited
+		}
+		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeWindowUpdate, Flags: flags, StreamID: s.id},
 			Offset: s.sentLimit, Consumed: s.sentConsumed})
 		s.stats.UpdatesSent++
 		s.sess.stats.updatesSent.Add(1)
-		events[nev] = s.eventLocked(EventGrant, now)
-		nev++
+		if !s.updateDueAt.IsZero() {
+			d := now.Sub(s.updateDueAt)
+			s.stats.UpdateDelay.Observe(d)
+			s.sess.updateDelayed(d)
+			s.updateDueAt = time.Time{}
+		}
+		if s.sess.hooked {
+			events[nev] = s.eventLocked(EventGrant, now)
+			nev++
+		}
 	}
 	s.pendUpdate, s.lc.finalUpdateOwed = false, false
 	if s.pendBlocked && s.lc.writable() {

@@ -51,6 +51,12 @@ type QUICConfig struct {
 	// packets cannot take the other half; at the cap, new connections are
 	// refused like those over MaxConns. Zero means no cap.
 	MaxHandshakes int
+	// QlogDir, if set, makes QUIC write a qlog trace of every connection
+	// into this directory (created if missing), one JSON-SEQ file named
+	// <odcid>_<client|server>.sqlog per connection; the bp/1 session adds
+	// its own events to it (see QlogConn). Empty means $QLOGDIR, and no
+	// trace if that is unset too.
+	QlogDir string
 }
 
 // quicSlack is added to QUIC's windows for frame headers and control
@@ -70,6 +76,9 @@ func (c QUICConfig) validate() error {
 		return fmt.Errorf("transport: QUICConfig.MaxConns %d is negative", c.MaxConns)
 	case c.MaxHandshakes < 0:
 		return fmt.Errorf("transport: QUICConfig.MaxHandshakes %d is negative", c.MaxHandshakes)
+	}
+	if fi, err := os.Stat(c.QlogDir); c.QlogDir != "" && err == nil && !fi.IsDir() {
+		return fmt.Errorf("transport: QUICConfig.QlogDir %s is not a directory", c.QlogDir)
 	}
 	return nil
 }
@@ -109,6 +118,7 @@ func (c QUICConfig) quicConfig() *quic.Config {
 		MaxIncomingStreams:             streams,
 		MaxIncomingUniStreams:          1, // the peer's control lane
 		KeepAlivePeriod:                idle / 3,
+		Tracer:                         qlogTracer(qlogDir(c.QlogDir)),
 	}
 }
 

@@ -134,6 +134,20 @@ type Receiver struct {
 	epochStart  time.Time
 	epochOffset uint64
 	lastRead    time.Time
+
+	// budgetLimited: the last attempt to grow the window got less than it
+	// wanted from the budget, and the window has not grown or shrunk since.
+	budgetLimited bool
+	counts        Counts
+}
+
+// Counts are a Receiver's window-sizing events, ever.
+type Counts struct {
+	Growths  uint64 // times the window grew
+	Shrinks  uint64 // times an idle stream's window shrank back to Initial
+	Refusals uint64 // growth attempts the budget cut short
+	// Refused is the growth, in bytes, the latest refusal denied.
+	Refused uint64
 }
 
 // NewReceiver returns the accounting of a new stream, with its initial
@@ -173,6 +187,16 @@ func (r *Receiver) Buffered() uint64 { return r.received - r.consumed }
 
 // Window returns the current window size.
 func (r *Receiver) Window() uint64 { return r.window }
+
+// BudgetLimited reports whether the window is smaller than auto-tuning
+// wanted because the session budget refused the rest: set when a growth
+// gets less than it asked for, cleared when the window next grows in full
+// or shrinks. The receiver tells its sender so (SPEC.md 5.2,
+// BUDGET_LIMITED), and the sender's stalls are then the budget's.
+func (r *Receiver) BudgetLimited() bool { return r.budgetLimited }
+
+// Counts returns the receiver's window-sizing counts.
+func (r *Receiver) Counts() Counts { return r.counts }
 
 // Reserved returns the bytes this stream holds in the session budget.
 func (r *Receiver) Reserved() uint64 { return r.reserved }
@@ -263,6 +287,8 @@ func (r *Receiver) OnTick(now time.Time) (shrunk bool) {
 	}
 	r.window = r.cfg.Initial
 	r.epochStart, r.epochOffset = now, r.consumed
+	r.budgetLimited = false
+	r.counts.Shrinks++
 	r.rebalance()
 	return true
 }
@@ -300,16 +326,22 @@ func (r *Receiver) grow(now time.Time) {
 		return
 	}
 	need := r.needed(want)
+	limited := false
 	if need > r.reserved {
 		got := r.budget.reserveUpTo(need - r.reserved)
 		r.reserved += got
 		if r.reserved < need {
+			limited = true
+			r.counts.Refusals++
+			r.counts.Refused = need - r.reserved
 			want -= need - r.reserved // take what the budget can give
 		}
 	}
 	if want > r.window {
 		r.window = roundWindow(want, r.window)
+		r.counts.Growths++
 	}
+	r.budgetLimited = limited
 	r.epochStart, r.epochOffset = now, r.consumed
 }
 

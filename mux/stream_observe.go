@@ -1,0 +1,224 @@
+package mux
+
+import (
+	"time"
+)
+
+// This file is a stream's side of observability: its stalls by reason,
+// the signal latency, and its levels against the session's thresholds.
+// Everything here runs under s.mu and only collects events into an
+// eventBuf, which the caller emits once it holds no lock.
+
+// eventBuf collects a few events under a lock, to emit after it; it lives
+// on the caller's stack and never allocates.
+type eventBuf struct {
+	evs [4]Event
+	n   int
+}
+
+func (b *eventBuf) add(ev Event) {
+	if b.n < len(b.evs) {
+		b.evs[b.n] = ev
+		b.n++
+	}
+}
+
+// emit hands the collected events to the session and empties b. The
+// caller holds no lock.
+func (b *eventBuf) emit(sess *Session) {
+	for i := range b.n {
+		sess.emit(b.evs[i])
+	}
+	b.n = 0
+}
+
+// startCreditStallLocked begins a stall for credit, if none is under way.
+// Its reason is the session budget when the peer's latest WINDOW_UPDATE
+// said its budget limited the window, else the peer's window.
+func (s *Stream) startCreditStallLocked(now time.Time, out *eventBuf) {
+	if !s.stallStart.IsZero() {
+		return
+	}
+	s.stallStart, s.creditArrived = now, time.Time{}
+	s.stallReason = ReasonPeerWindow
+	if s.peerBudgetLimited {
+		s.stallReason = ReasonSessionBudget
+	}
+	s.sess.stats.stalls.Add(1)
+	if s.sess.hooked {
+		ev := s.eventLocked(EventBlocked, now)
+		ev.Reason = s.stallReason
+		out.add(ev)
+	}
+}
+
+// endCreditStallLocked ends the stall for credit under way, if any. The
+// writer resumed when resumed is true (it took credit), and the stall's
+// signal latency is then observed; otherwise the Write gave up (deadline,
+// error, close).
+func (s *Stream) endCreditStallLocked(now time.Time, resumed bool, out *eventBuf) {
+	if s.stallStart.IsZero() {
+		return
+	}
+	d := now.Sub(s.stallStart)
+	var signal time.Duration
+	if resumed && !s.creditArrived.IsZero() {
+		signal = max(now.Sub(s.creditArrived)+s.sess.rtt()/2, 1)
+		s.stats.SignalLatency.Observe(signal)
+	}
+	r := s.stallReason
+	s.stats.Blocked.add(r, d)
+	s.sess.stallEnded(r, d, signal)
+	s.stallStart, s.creditArrived = time.Time{}, time.Time{}
+	if s.sess.hooked {
+		ev := s.eventLocked(EventUnblocked, now)
+		ev.Reason, ev.Duration, ev.Signal = r, d, signal
+		out.add(ev)
+	}
+	s.checkLevelLocked(MetricStall, 0, now, out)
+}
+
+// endTransportStallLocked records a lane write that began at start and
+// has just returned: a transport stall if it took long enough.
+func (s *Stream) endTransportStallLocked(start, now time.Time, out *eventBuf) {
+	s.laneWriteStart, s.transportShown = time.Time{}, false
+	d := now.Sub(start)
+	if d < TransportStallThreshold {
+		return
+	}
+	s.stats.Blocked.add(ReasonTransport, d)
+	s.sess.stallEnded(ReasonTransport, d, 0)
+	if s.sess.hooked {
+		ev := s.eventLocked(EventUnblocked, now)
+		ev.Reason, ev.Duration = ReasonTransport, d
+		out.add(ev)
+	}
+	s.checkLevelLocked(MetricStall, 0, now, out)
+}
+
+// startUnreadStallLocked begins the receiving side's stall: the peer said
+// it is blocked at limit, which is all the credit this side granted, and
+// what it sent waits unread.
+func (s *Stream) startUnreadStallLocked(limit uint64, now time.Time, out *eventBuf) {
+	if !s.unreadStart.IsZero() || s.recv == nil || limit != s.recv.Limit() || s.buf.len() == 0 {
+		return
+	}
+	s.unreadStart = now
+	if s.sess.hooked {
+		ev := s.eventLocked(EventBlocked, now)
+		ev.Reason = ReasonUnread
+		out.add(ev)
+	}
+}
+
+// endUnreadStallLocked ends the receiving side's stall, if one is under
+// way: this side granted more credit, or stopped reading.
+func (s *Stream) endUnreadStallLocked(now time.Time, out *eventBuf) {
+	if s.unreadStart.IsZero() {
+		return
+	}
+	d := now.Sub(s.unreadStart)
+	s.unreadStart = time.Time{}
+	s.stats.Blocked.add(ReasonUnread, d)
+	s.sess.stallEnded(ReasonUnread, d, 0)
+	if s.sess.hooked {
+		ev := s.eventLocked(EventUnblocked, now)
+		ev.Reason, ev.Duration = ReasonUnread, d
+		out.add(ev)
+	}
+}
+
+// stallingFor returns how long the stream's writer has been stalled, for
+// any reason, at now: 0 if it is not.
+func (s *Stream) stallingForLocked(now time.Time) time.Duration {
+	var d time.Duration
+	if !s.stallStart.IsZero() {
+		d = now.Sub(s.stallStart)
+	}
+	if !s.laneWriteStart.IsZero() {
+		d = max(d, now.Sub(s.laneWriteStart))
+	}
+	return d
+}
+
+// checkLevelLocked moves metric m to the level value v puts it at, and
+// records the crossing.
+func (s *Stream) checkLevelLocked(m Metric, v uint64, now time.Time, out *eventBuf) {
+	if !s.sess.thresholds {
+		return
+	}
+	cur := s.levels[m]
+	next := s.sess.cfg.Thresholds.levelFor(m, cur, v)
+	if next == cur {
+		return
+	}
+	s.levels[m] = next
+	if next > cur {
+		if next == LevelCritical {
+			s.sess.obs.criticals.Add(1)
+		} else {
+			s.sess.obs.warnings.Add(1)
+		}
+	}
+	if s.sess.hooked {
+		ev := s.eventLocked(EventThreshold, now)
+		ev.Metric, ev.Level, ev.Value = m, next, v
+		out.add(ev)
+	}
+}
+
+// emitLifecycle emits a stream's opening, reset or retirement. The
+// caller holds no lock.
+func (s *Stream) emitLifecycle(kind EventKind, code uint64, remote bool) {
+	if !s.sess.hooked {
+		return
+	}
+	s.mu.Lock()
+	ev := s.eventLocked(kind, s.sess.cfg.Now())
+	s.mu.Unlock()
+	ev.Code, ev.Remote = code, remote
+	s.sess.emit(ev)
+}
+
+// lagLocked is the consumer lag: sent and not yet reported consumed.
+func (s *Stream) lagLocked() uint64 { return s.send.Sent() - s.peerConsumed }
+
+// observeTickLocked is the stream's part of housekeeping: the stall-time
+// threshold while a stall lasts, and the live EventBlocked of a long
+// transport stall.
+func (s *Stream) observeTickLocked(now time.Time, out *eventBuf) {
+	if !s.laneWriteStart.IsZero() && !s.transportShown && now.Sub(s.laneWriteStart) >= TransportStallThreshold {
+		s.transportShown = true
+		if s.sess.hooked {
+			ev := s.eventLocked(EventBlocked, now)
+			ev.Reason = ReasonTransport
+			out.add(ev)
+		}
+	}
+	if d := s.stallingForLocked(now); d > 0 {
+		s.checkLevelLocked(MetricStall, uint64(d), now, out)
+	}
+}
+
+// fillObservedLocked completes a stats snapshot: stalls under way count
+// with the time they have lasted, and the credit reasons make up Stalls
+// and TimeStalled.
+func (s *Stream) fillObservedLocked(st *StreamStats, now time.Time) {
+	if !s.stallStart.IsZero() {
+		st.Blocked.add(s.stallReason, now.Sub(s.stallStart))
+	}
+	if !s.unreadStart.IsZero() {
+		st.Blocked.add(ReasonUnread, now.Sub(s.unreadStart))
+	}
+	if !s.laneWriteStart.IsZero() {
+		if d := now.Sub(s.laneWriteStart); d >= TransportStallThreshold {
+			st.Blocked.add(ReasonTransport, d)
+		}
+	}
+	pw, sb := st.Blocked[ReasonPeerWindow], st.Blocked[ReasonSessionBudget]
+	st.Stalls, st.TimeStalled = pw.Count+sb.Count, pw.Time+sb.Time
+	st.Levels = s.levels
+	for _, l := range s.levels {
+		st.Level = max(st.Level, l)
+	}
+}
