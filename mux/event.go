@@ -155,10 +155,10 @@ type StreamStats struct {
 	UpdateDelay Histogram
 	// Level is the highest level the stream is at against the session's
 	// Thresholds, and Levels each metric's.
-	Level  Level
-	Levels [NumMetrics]Level
-	BytesDropped    uint64 // drop mode: bytes discarded
-	Drops           uint64 // drop mode: writes discarded
+	Level        Level
+	Levels       [NumMetrics]Level
+	BytesDropped uint64 // drop mode: bytes discarded
+	Drops        uint64 // drop mode: writes discarded
 	// Receive side.
 	BytesReceived uint64
 	BytesConsumed uint64

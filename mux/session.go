@@ -67,16 +67,16 @@ type Session struct {
 	smallMu       sync.Mutex   // guards small
 	small         tokenBucket  // paces the peer's small DATA frames
 
-	peerInitial  atomic.Uint64 // peer's SETTINGS_INITIAL_WINDOW
-	peerMaxFrame atomic.Uint64 // peer's SETTINGS_MAX_FRAME_PAYLOAD
-	peerBudgetSignal atomic.Bool // peer's SETTINGS_BUDGET_SIGNAL: it takes BUDGET_LIMITED
-	uselessCount atomic.Int64  // frames that did no work, this second
-	pingRTT      atomic.Int64  // RTT measured by PING, in ns
-	qlog         *qlogRecorder // the connection's qlog trace, or nil
-	hooked       bool          // OnEvent or qlog: events are wanted
-	thresholds   bool          // Config.Thresholds has a level set
-	obs          sessionObs
-	stats        struct {
+	peerInitial      atomic.Uint64 // peer's SETTINGS_INITIAL_WINDOW
+	peerMaxFrame     atomic.Uint64 // peer's SETTINGS_MAX_FRAME_PAYLOAD
+	peerBudgetSignal atomic.Bool   // peer's SETTINGS_BUDGET_SIGNAL: it takes BUDGET_LIMITED
+	uselessCount     atomic.Int64  // frames that did no work, this second
+	pingRTT          atomic.Int64  // RTT measured by PING, in ns
+	qlog             *qlogRecorder // the connection's qlog trace, or nil
+	hooked           bool          // OnEvent or qlog: events are wanted
+	thresholds       bool          // Config.Thresholds has a level set
+	obs              sessionObs
+	stats            struct {
 		bytesSent, bytesReceived      atomic.Uint64
 		updatesSent, updatesReceived  atomic.Uint64
 		stalls, pingsSent, pingsRecvd atomic.Uint64
