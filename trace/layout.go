@@ -174,22 +174,39 @@ func secondsLabel(s float64) string {
 // right, and returns the y below it.
 func legend(c canvas, m *model, x, y, right float64) float64 {
 	x0 := x
-	entries := make([]string, 0, len(m.lanes)+1)
-	for _, l := range m.lanes {
-		entries = append(entries, m.label(l))
+	type entry struct {
+		text    string
+		col     color.NRGBA
+		kind    int  // 0: none, 1: a lane's line, 2: a reason's block, 3: a tick
+		newline bool // on a new line
+	}
+	entries := make([]entry, 0, len(m.lanes)+8)
+	for i, l := range m.lanes {
+		entries = append(entries, entry{text: m.label(l), col: laneColor(i), kind: 1})
 	}
 	if m.hidden > 0 {
-		entries = append(entries, fmt.Sprintf("(%d more lanes not drawn)", m.hidden))
+		entries = append(entries, entry{text: fmt.Sprintf("(%d more lanes not drawn)", m.hidden)})
 	}
-	for i, e := range entries {
-		w := 26 + textWidth(e, styleNormal) + 18
-		if x > x0 && x+w > right {
+	for i, r := range m.reasons() {
+		entries = append(entries, entry{text: reasonLabel(r), col: reasonColor(r), kind: 2, newline: i == 0})
+	}
+	if m.hasLosses() {
+		entries = append(entries, entry{text: "QUIC packet lost", col: lossColor, kind: 3})
+	}
+	for _, e := range entries {
+		w := 26 + textWidth(e.text, styleNormal) + 18
+		if x > x0 && (x+w > right || e.newline) {
 			x, y = x0, y+18
 		}
-		if i < len(m.lanes) {
-			c.rect(x, y-6, x+20, y-3, laneColor(i))
+		switch e.kind {
+		case 1:
+			c.rect(x, y-6, x+20, y-3, e.col)
+		case 2:
+			c.rect(x+4, y-10, x+20, y, e.col)
+		case 3:
+			c.rect(x+12, y-11, x+13, y+1, e.col)
 		}
-		c.text(x+26, y, e, anchorStart, styleNormal, black)
+		c.text(x+26, y, e.text, anchorStart, styleNormal, black)
 		x += w
 	}
 	return y + 6
@@ -214,6 +231,9 @@ func panels(m *model, ncol int) []panel {
 		out = append(out, p)
 	}
 	if p, ok := stallPanel(m, nbin); ok {
+		out = append(out, p)
+	}
+	if p, ok := blockedPanel(m); ok {
 		out = append(out, p)
 	}
 	return out
@@ -508,12 +528,12 @@ func stallPanel(m *model, nbin int) (panel, bool) {
 		if len(l.credit) == 0 {
 			continue
 		}
-		st := l.stalls
+		st := creditStalls(l.stalls)
 		ds = append(ds, drawn{i, binned(l, m.span, nbin, func(a, b float64) float64 {
 			in := 0.0
-			k := sort.Search(len(st), func(k int) bool { return st[k][1] > a })
-			for ; k < len(st) && st[k][0] < b; k++ {
-				in += max(0, min(b, st[k][1])-max(a, st[k][0]))
+			k := sort.Search(len(st), func(k int) bool { return st[k].b > a })
+			for ; k < len(st) && st[k].a < b; k++ {
+				in += max(0, min(b, st[k].b)-max(a, st[k].a))
 			}
 			return 100 * in / (b - a)
 		})})
@@ -532,6 +552,23 @@ func stallPanel(m *model, nbin int) (panel, bool) {
 		}
 	}
 	return p, true
+}
+
+// creditStalls returns the union of the stalls (sorted by start) for want
+// of credit, as disjoint intervals in order.
+func creditStalls(st []stall) []stall {
+	var out []stall
+	for _, s := range st {
+		if !isCreditStall(s.reason) {
+			continue
+		}
+		if n := len(out); n > 0 && s.a <= out[n-1].b {
+			out[n-1].b = max(out[n-1].b, s.b)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // byteTicks returns ticks from 0 to at least v, a power of two apart, so

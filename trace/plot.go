@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -36,14 +37,24 @@ func PlotPNG(w io.Writer, recs []Record, opts PlotOptions) error {
 // PlotSources draws one or more traces as SVG, on one time axis: the
 // ends of a transfer, or the hops of a relay, each traced by its own
 // process. Every stream seen by every side (a "lane") has a color. The
-// picture has up to four panels, each drawn only if some lane has its
+// picture has up to five panels, each drawn only if some lane has its
 // data:
 //
 //   - the delivery rate: bytes read by the receiving application per
 //     second (a sender knows it from the credit its peer returns);
 //   - the receive window, and the bytes received but not yet read;
 //   - the send credit available;
-//   - the share of time the sender was stalled, out of credit.
+//   - the share of time the sender was stalled, out of credit (reasons
+//     peer_window and session_budget);
+//   - the blocked intervals, a row per lane, colored by reason
+//     (peer_window, session_budget, transport, unread: see
+//     mux.BlockReason), with QUIC's packet losses as ticks on a row per
+//     qlog trace that has any.
+//
+// A stall's interval ends at its unblocked event and lasts the duration
+// the event gives (from its blocked event, in traces without durations);
+// a stall never unblocked lasts to the end of its trace (its last record,
+// EventEnd for qlog).
 //
 // A quantity that changes faster than a pixel column can show is drawn as
 // a band from its lowest to its highest value in the column, with a line
@@ -86,13 +97,32 @@ type lane struct {
 	side, host   string
 	local, peer  string
 	stream       uint64
-	first, last  float64  // the span of its events on the plot's axis
-	consumed     []sample // bytes read by the receiving application
-	window, buf  []sample // receive side
-	credit       []sample // send side
-	stalls       [][2]float64
-	drops, bytes uint64 // dropped writes and their bytes
+	first, last  float64            // the span of its events on the plot's axis
+	consumed     []sample           // bytes read by the receiving application
+	window, buf  []sample           // receive side
+	credit       []sample           // send side
+	stalls       []stall            // sorted by start
+	pending      map[string]float64 // stalls begun and not yet ended, by reason
+	drops, bytes uint64             // dropped writes and their bytes
+	hidden       bool               // beyond maxLanes: counted, not drawn
 }
+
+// stall is an interval [a, b] a stream was blocked for reason (empty in
+// traces older than reasons).
+type stall struct {
+	a, b   float64
+	reason string
+}
+
+// isCreditStall reports whether a stall's reason is the sending side's
+// want of credit (or unknown, as in old traces, where it was the only
+// kind).
+func isCreditStall(reason string) bool {
+	return reason == "" || reason == "peer_window" || reason == "session_budget"
+}
+
+// isRecvStall reports whether a stall's reason is the receiving side's.
+func isRecvStall(reason string) bool { return reason == "unread" }
 
 // model is what the plot draws: lanes on one time axis.
 type model struct {
@@ -103,6 +133,7 @@ type model struct {
 	span   float64   // seconds
 	events int
 	names  []string
+	losses [][]float64 // QUIC's packet losses, by source
 }
 
 // maxLanes bounds the lanes drawn; more are summarized in a note.
@@ -153,14 +184,21 @@ func build(srcs []Source) *model {
 		slices.SortStableFunc(recs, func(a, b Record) int { return cmp.Compare(x(a), x(b)) })
 		host := ""
 		addrs := map[string][2]string{}
+		end := 0.0 // the trace's end: its last record's time
+		var losses []float64
 		for _, r := range recs {
+			end = max(end, x(r))
 			switch r.Event {
 			case EventTrace:
 				host = r.Host
 			case EventSession:
 				addrs[r.Side] = [2]string{r.Local, r.Remote}
+			case EventPacketLost:
+				losses = append(losses, x(r))
 			}
 		}
+		m.losses = append(m.losses, losses)
+		first := len(m.lanes)
 		for _, r := range recs {
 			send, recv := isSendEvent(r.Event), isRecvEvent(r.Event)
 			if !send && !recv {
@@ -173,15 +211,15 @@ func build(srcs []Source) *model {
 			if l == nil {
 				if len(m.lanes) == maxLanes {
 					m.hidden++
-					byKey[k] = &lane{} // counted once, not drawn
+					byKey[k] = &lane{hidden: true} // counted once, not drawn
 					continue
 				}
 				a := addrs[r.Side]
-				l = &lane{src: si, name: s.Name, side: r.Side, host: host, local: a[0], peer: a[1], stream: r.Stream, first: t}
+				l = &lane{src: si, name: s.Name, side: r.Side, host: host, local: a[0], peer: a[1], stream: r.Stream, first: t, pending: map[string]float64{}}
 				byKey[k] = l
 				m.lanes = append(m.lanes, l)
 			}
-			if l.stream != r.Stream { // a hidden lane
+			if l.hidden {
 				continue
 			}
 			l.last = t
@@ -199,23 +237,39 @@ func build(srcs []Source) *model {
 					l.consumed = append(l.consumed, sample{t, float64(r.Consumed)})
 				}
 			case "blocked":
-				if n := len(l.stalls); n == 0 || l.stalls[n-1][1] >= 0 {
-					l.stalls = append(l.stalls, [2]float64{t, -1})
+				if _, ok := l.pending[r.Reason]; !ok {
+					l.pending[r.Reason] = t
 				}
 			case "unblocked":
-				if n := len(l.stalls); n > 0 && l.stalls[n-1][1] < 0 {
-					l.stalls[n-1][1] = t
+				// The stall's interval is its duration up to now, where the
+				// event gives it: a short transport stall has no blocked
+				// event, and a long one's came late (docs/qlog.md).
+				a, ok := l.pending[r.Reason]
+				delete(l.pending, r.Reason)
+				if r.Duration > 0 {
+					a, ok = max(0, t-r.Duration), true
+				}
+				if ok {
+					l.stalls = append(l.stalls, stall{a, t, r.Reason})
 				}
 			case "dropped":
 				l.drops++
 				l.bytes += r.Dropped
 			}
+			if (r.Event == "blocked" || r.Event == "unblocked") && isRecvStall(r.Reason) {
+				continue // the receiving side's stall: no credit to draw
+			}
 			l.credit = append(l.credit, sample{t, float64(r.Credit)})
 		}
-	}
-	for _, l := range m.lanes {
-		if n := len(l.stalls); n > 0 && l.stalls[n-1][1] < 0 {
-			l.stalls[n-1][1] = l.last // still stalled when the trace ended
+		for _, l := range m.lanes[first:] {
+			for reason, a := range l.pending { // still stalled when the trace ended
+				l.stalls = append(l.stalls, stall{a, max(a, end), reason})
+				m.span = max(m.span, end)
+			}
+			l.pending = nil
+			slices.SortFunc(l.stalls, func(p, q stall) int {
+				return cmp.Or(cmp.Compare(p.a, q.a), cmp.Compare(p.b, q.b), strings.Compare(p.reason, q.reason))
+			})
 		}
 	}
 	if m.span <= 0 {

@@ -19,7 +19,27 @@
 // "connect", "relay-down" and "relay-up"); event is the mux.EventKind name,
 // or one of the writer's own: "trace" opens every trace and names the host
 // that wrote it, "session" gives a side's local and remote addresses (see
-// Writer.Session). Fields that are zero are left out.
+// Writer.Session). Fields that are zero are left out. A stall's events
+// carry its reason (a mux.BlockReason's name), and unblocked its duration
+// in seconds, as qlog's do.
+//
+// # Two formats
+//
+// A bp/1 session can also write its events into the qlog trace of its
+// QUIC connection (docs/qlog.md): a JSON-SEQ file per connection and
+// end, with QUIC's own events beside them on one clock. QlogReader reads
+// such files strictly and in bounded memory, and QlogRecord turns bp/1's
+// events into Records, so that one plot draws both formats; ReadAny tells
+// them apart by the first byte (0x1E begins a JSON text sequence, '{' a
+// JSON line).
+//
+// qlog is the format to record in: it needs no hook, it has QUIC's view
+// (packets, losses, QUIC's own flow control) on the same clock, and other
+// tools read it. The JSON-lines format stays, read and written: traces
+// in it exist (bpcat --trace has written them since the beginning), it
+// records sessions on transports other than QUIC and events a hook
+// filters, and it costs no allocation per event. Both carry the same
+// fields, so neither draws less than the other.
 package trace
 
 import (
@@ -45,6 +65,12 @@ const (
 	// EventSession names a side's addresses (Local, Remote): see
 	// Writer.Session.
 	EventSession = "session"
+	// EventEnd marks the end of a trace read from qlog: the time of its
+	// last event of any kind, so that a stall still going on is drawn to
+	// it.
+	EventEnd = "end"
+	// EventPacketLost is QUIC's packet_lost, read from qlog.
+	EventPacketLost = "packet_lost"
 )
 
 // Record is one line of a trace.
@@ -62,6 +88,28 @@ type Record struct {
 	Buffered uint64    `json:"buffered,omitempty"`
 	Credit   uint64    `json:"credit,omitempty"`
 	Dropped  uint64    `json:"dropped,omitempty"`
+	// Reason says why a stream was blocked (blocked, unblocked): a
+	// mux.BlockReason's name, "peer_window", "session_budget", "transport"
+	// or "unread" (empty in old traces).
+	Reason string `json:"reason,omitempty"`
+	// Duration is seconds: how long the stall lasted (unblocked), or the
+	// RTT sample (rtt).
+	Duration float64 `json:"duration,omitempty"`
+	// Signal is the stall's signal latency in seconds (unblocked, the
+	// sending side's credit reasons).
+	Signal float64 `json:"signal,omitempty"`
+	// Metric and Level name a threshold crossing (threshold): a
+	// mux.Metric's and a mux.Level's names. Value is the metric's value
+	// (bytes; nanoseconds for "stall"), or the bytes of window growth a
+	// budget refusal wanted (budget_refused).
+	Metric string `json:"metric,omitempty"`
+	Level  string `json:"level,omitempty"`
+	Value  uint64 `json:"value,omitempty"`
+	// Code is the error code of stream_reset, goaway and session_closed.
+	// ByPeer is true when the peer did it (stream_opened, stream_reset,
+	// goaway, session_closed: mux.Event.Remote).
+	Code   uint64 `json:"code,omitempty"`
+	ByPeer bool   `json:"by_peer,omitempty"`
 	// Host is the name of the host that wrote the trace (EventTrace).
 	Host string `json:"host,omitempty"`
 	// Local and Remote are a side's network addresses (EventSession).
@@ -145,7 +193,38 @@ func (w *Writer) Event(side string, ev mux.Event) {
 		Buffered: ev.Buffered,
 		Credit:   ev.Credit,
 		Dropped:  ev.Dropped,
+		Reason:   reasonName(ev),
+		Duration: ev.Duration.Seconds(),
+		Signal:   ev.Signal.Seconds(),
+		Metric:   metricName(ev),
+		Level:    levelName(ev),
+		Value:    ev.Value,
+		Code:     ev.Code,
+		ByPeer:   ev.Remote,
 	})
+}
+
+// reasonName, metricName and levelName name an event's reason, metric and
+// level, or return "" where the event has none.
+func reasonName(ev mux.Event) string {
+	if ev.Reason == 0 {
+		return ""
+	}
+	return ev.Reason.String()
+}
+
+func metricName(ev mux.Event) string {
+	if ev.Kind != mux.EventThreshold || ev.Metric == 0 {
+		return ""
+	}
+	return ev.Metric.String()
+}
+
+func levelName(ev mux.Event) string {
+	if ev.Kind != mux.EventThreshold {
+		return ""
+	}
+	return ev.Level.String()
 }
 
 // Write records r at r.T seconds since the start (or at the previous
@@ -235,7 +314,37 @@ func appendRecord(b []byte, r Record) []byte {
 			b = strconv.AppendUint(b, f.v, 10)
 		}
 	}
+	for _, f := range [...]struct {
+		name string
+		v    float64
+	}{
+		{"duration", r.Duration}, {"signal", r.Signal},
+	} {
+		if f.v != 0 {
+			b = append(b, `,"`...)
+			b = append(b, f.name...)
+			b = append(b, `":`...)
+			b = strconv.AppendFloat(b, f.v, 'f', -1, 64)
+		}
+	}
+	for _, f := range [...]struct {
+		name string
+		v    uint64
+	}{
+		{"value", r.Value}, {"code", r.Code},
+	} {
+		if f.v != 0 {
+			b = append(b, `,"`...)
+			b = append(b, f.name...)
+			b = append(b, `":`...)
+			b = strconv.AppendUint(b, f.v, 10)
+		}
+	}
+	if r.ByPeer {
+		b = append(b, `,"by_peer":true`...)
+	}
 	for _, f := range [...]struct{ name, v string }{
+		{"reason", r.Reason}, {"metric", r.Metric}, {"level", r.Level},
 		{"host", r.Host}, {"local", r.Local}, {"remote", r.Remote},
 	} {
 		if f.v != "" {
