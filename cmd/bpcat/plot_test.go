@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +74,106 @@ func TestPlotFiles(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, 960, img.Bounds().Dx())
 			assert.Equal(t, 720, img.Bounds().Dy())
+		})
+	}
+}
+
+// qlogEnd returns a JSON-SEQ qlog file of one end of a connection, by hand
+// per docs/qlog.md and quic-go's layout: the header, then events at ms
+// since ref, each a separator, a JSON text and a newline.
+func qlogEnd(vp string, ref time.Time, events ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\x1e"+`{"file_schema":"urn:ietf:params:qlog:file:sequential","serialization_format":"application/qlog+json-seq","title":"quic-go qlog","code_version":"(devel)","trace":{"event_schemas":["urn:ietf:params:qlog:events:quic-14","%s"],"vantage_point":{"type":"%s"},"common_fields":{"group_id":"c0ffee","reference_time":{"clock_type":"monotonic","epoch":"unknown","wall_clock_time":"%s"}}},"qlog_format":"JSON-SEQ","qlog_version":"0.3"}`+"\n",
+		trace.QlogSchema, vp, ref.Format(time.RFC3339Nano))
+	for _, e := range events {
+		b.WriteString("\x1e" + e + "\n")
+	}
+	return []byte(b.String())
+}
+
+// writeQlogPair writes a client's and a server's qlog files of one
+// connection to dir: the client is held by the peer's window while the
+// server's data waits unread, then by the transport; the server loses a
+// packet.
+func writeQlogPair(t *testing.T, dir string) (client, server string) {
+	t.Helper()
+	ref := time.Now().UTC()
+	var cev, sev []string
+	for i := range 50 {
+		ms := float64(i * 20)
+		cev = append(cev, fmt.Sprintf(`{"time":%g,"name":"bp:window_update_received","data":{"stream_id":0,"limit":%d,"credit":%d,"maximum":%d,"peer_consumed":%d}}`, ms+1, 65536+i*16384, (i%4)*16384, 65536+i*16384, i*16384),
+			fmt.Sprintf(`{"time":%g,"name":"transport:packet_sent","data":{"header":{"packet_type":"1RTT","packet_number":%d},"raw":{"length":1252}}}`, ms+2, i))
+		sev = append(sev, fmt.Sprintf(`{"time":%g,"name":"bp:stream_data_moved","data":{"stream_id":0,"window":65536,"consumed":%d,"buffered":%d,"offset":%d,"length":16384,"from":"bp","to":"application"}}`, ms+0.5, (i+1)*16384, (i%3)*16384, i*16384))
+		switch i {
+		case 10:
+			cev = append(cev, fmt.Sprintf(`{"time":%g,"name":"bp:stream_data_blocked_updated","data":{"stream_id":0,"state":"blocked","reason":"peer_window","side":"send"}}`, ms+3))
+			sev = append(sev, fmt.Sprintf(`{"time":%g,"name":"bp:stream_data_blocked_updated","data":{"stream_id":0,"state":"blocked","reason":"unread","side":"recv","buffered":65536}}`, ms+4))
+		case 20:
+			cev = append(cev, fmt.Sprintf(`{"time":%g,"name":"bp:stream_data_blocked_updated","data":{"stream_id":0,"state":"unblocked","reason":"peer_window","side":"send","blocked_ms":200,"signal_latency_ms":0.4}}`, ms+3))
+			sev = append(sev, fmt.Sprintf(`{"time":%g,"name":"bp:stream_data_blocked_updated","data":{"stream_id":0,"state":"unblocked","reason":"unread","side":"recv","blocked_ms":199}}`, ms+3),
+				fmt.Sprintf(`{"time":%g,"name":"recovery:packet_lost","data":{"header":{"packet_type":"1RTT","packet_number":77},"trigger":"time_threshold"}}`, ms+5))
+		case 30:
+			cev = append(cev, fmt.Sprintf(`{"time":%g,"name":"bp:stream_data_blocked_updated","data":{"stream_id":0,"state":"unblocked","reason":"transport","side":"send","blocked_ms":35}}`, ms+3))
+		}
+	}
+	client, server = filepath.Join(dir, "c0ffee_client.sqlog"), filepath.Join(dir, "c0ffee_server.sqlog")
+	require.NoError(t, os.WriteFile(client, qlogEnd("client", ref, cev...), 0o644))
+	require.NoError(t, os.WriteFile(server, qlogEnd("server", ref.Add(3*time.Millisecond), sev...), 0o644))
+	return client, server
+}
+
+// TestPlotQlog: bpcat plot reads both ends' qlog files, by name or as
+// their directory, beside JSON-lines traces; a qlog without bp/1's events,
+// and a directory without qlog files, are errors that say so; a qlog cut
+// short is plotted with a warning.
+func TestPlotQlog(t *testing.T) {
+	dir := t.TempDir()
+	qdir := filepath.Join(dir, "qlog")
+	require.NoError(t, os.Mkdir(qdir, 0o755))
+	client, server := writeQlogPair(t, qdir)
+	jsonl := writeTrace(t, dir, "a.jsonl", "listen", mux.EventGrant, time.Now(), 100)
+	quicOnly := filepath.Join(dir, "quic_client.sqlog")
+	require.NoError(t, os.WriteFile(quicOnly, bytes.ReplaceAll(qlogEnd("client", time.Now(), `{"time":1,"name":"transport:packet_sent","data":{}}`), []byte(`,"`+trace.QlogSchema+`"`), nil), 0o644))
+	cut := filepath.Join(dir, "cut_client.sqlog")
+	full, err := os.ReadFile(client)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(cut, full[:len(full)-30], 0o644))
+	empty := t.TempDir()
+
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		wantErr  string // in stderr
+		wantWarn string
+	}{
+		{"both ends by name", []string{client, server}, 0, "", ""},
+		{"the directory", []string{qdir}, 0, "", ""},
+		{"qlog beside JSON lines", []string{qdir, jsonl}, 0, "", ""},
+		{"cut short", []string{cut, server}, 0, "", "cut_client.sqlog: the last record was cut short"},
+		{"no bp events", []string{quicOnly}, exitError, "no bp/1 events among its 1 qlog events: its header does not list bp/1's schema", ""},
+		{"no qlog in the directory", []string{empty}, exitUsage, "no .sqlog files in the directory", ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(dir, fmt.Sprintf("q%d.png", i))
+			var stdout, stderr bytes.Buffer
+			e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
+			code := run(context.Background(), e, append([]string{"plot", "-o", out}, tt.args...))
+			require.Equal(t, tt.code, code, "stderr: %s", stderr.String())
+			if tt.code != 0 {
+				assert.Contains(t, stderr.String(), tt.wantErr)
+				assert.NoFileExists(t, out)
+				return
+			}
+			assert.Contains(t, stderr.String(), tt.wantWarn)
+			assert.Contains(t, stderr.String(), "plotted ")
+			f, err := os.Open(out)
+			require.NoError(t, err)
+			defer f.Close()
+			img, err := png.Decode(f)
+			require.NoError(t, err)
+			assert.Equal(t, 960, img.Bounds().Dx())
 		})
 	}
 }
