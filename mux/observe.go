@@ -77,7 +77,7 @@ type Stall struct {
 type Blocked [NumBlockReasons]Stall
 
 // Of returns the stalls of reason r.
-func (b *Blocked) Of(r BlockReason) Stall {
+func (b Blocked) Of(r BlockReason) Stall {
 	if int(r) >= len(b) {
 		return Stall{}
 	}
@@ -86,7 +86,7 @@ func (b *Blocked) Of(r BlockReason) Stall {
 
 // Total returns the sum of the sending side's reasons (all but
 // ReasonUnread).
-func (b *Blocked) Total() Stall {
+func (b Blocked) Total() Stall {
 	var t Stall
 	for _, r := range []BlockReason{ReasonPeerWindow, ReasonSessionBudget, ReasonTransport} {
 		t.Count += b[r].Count

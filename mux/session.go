@@ -441,12 +441,12 @@ func (sess *Session) err() error {
 func (sess *Session) shutdown(e *SessionError) {
 	sess.closeOnce.Do(func() {
 		sess.closeErr = e
+		sess.observeClose(e) // before Done, so that what waits on it sees the log
 		sess.cancel()
 		reason := ""
 		if e.Err != nil {
 			reason = e.Err.Error()
 		}
-		sess.observeClose(e)
 		sess.conn.CloseWithError(uint64(e.Code), reason)
 	})
 }

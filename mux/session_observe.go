@@ -18,6 +18,8 @@ import (
 
 // sessionObs holds a session's observations that are more than a counter.
 type sessionObs struct {
+	ended atomic.Bool // the session's last event went out
+
 	mu          sync.Mutex // guards the fields below; held only to add
 	blocked     Blocked
 	signal      Histogram
@@ -61,6 +63,9 @@ func (sess *Session) hasHook() bool { return sess.hooked }
 // emit hands ev to Config.OnEvent and to the qlog trace. Callers hold no
 // lock.
 func (sess *Session) emit(ev Event) {
+	if sess.obs.ended.Load() { // EventSessionClosed was the last
+		return
+	}
 	if sess.cfg.OnEvent != nil {
 		sess.cfg.OnEvent(ev)
 	}
@@ -91,6 +96,7 @@ func (sess *Session) emitSession(kind EventKind, f func(*Event)) {
 // once, from shutdown, and closes the session's part of the qlog trace.
 func (sess *Session) observeClose(e *SessionError) {
 	sess.emitSession(EventSessionClosed, func(ev *Event) { ev.Code, ev.Remote = uint64(e.Code), e.Remote })
+	sess.obs.ended.Store(true)
 	if l := sess.cfg.Logger; l != nil {
 		level := slog.LevelInfo
 		msg := "bp: session closed"
