@@ -19,12 +19,25 @@ type sessionPair struct {
 // the test ends.
 func newPair(t testing.TB, clientCfg, serverCfg *Config) sessionPair {
 	t.Helper()
+	return newPairQlog(t, clientCfg, serverCfg, "")
+}
+
+// newQlogPair is newPair with QUIC's qlog traces (and so the sessions')
+// written to dir.
+func newQlogPair(t testing.TB, dir string) sessionPair {
+	t.Helper()
+	return newPairQlog(t, nil, nil, dir)
+}
+
+func newPairQlog(t testing.TB, clientCfg, serverCfg *Config, qlogDir string) sessionPair {
+	t.Helper()
 	cert, err := transport.SelfSigned("127.0.0.1")
 	require.NoError(t, err)
 	qcfg := transport.QUICConfig{}
 	if serverCfg != nil {
 		qcfg = quicConfigFor(*serverCfg)
 	}
+	qcfg.QlogDir = qlogDir
 	ln, err := transport.ListenQUIC("127.0.0.1:0", transport.ServerConfig(cert), qcfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
@@ -46,6 +59,7 @@ func newPair(t testing.TB, clientCfg, serverCfg *Config) sessionPair {
 	if clientCfg != nil {
 		ccfg = quicConfigFor(*clientCfg)
 	}
+	ccfg.QlogDir = qlogDir
 	cc, err := transport.DialQUIC(ctx, ln.Addr().String(), tlsConf, ccfg)
 	require.NoError(t, err)
 	a := <-ch
