@@ -222,3 +222,10 @@ func roundStalls(st []stall) []stall {
 	}
 	return out
 }
+
+func TestShortNames(t *testing.T) {
+	assert.Equal(t, "a.jsonl", shortName("a.jsonl"))
+	assert.Equal(t, "64220310…154_client.sqlog", shortName("64220310776bb2c227705faa92a95a8154_client.sqlog"))
+	assert.Equal(t, "short", fitText("short", 100, styleNormal))
+	assert.Equal(t, "abcd…", fitText("abcdefghijkl", 40, styleNormal))
+}

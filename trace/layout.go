@@ -59,7 +59,7 @@ func layout(c canvas, m *model, opts PlotOptions) {
 		title = m.defaultTitle()
 	}
 	c.text(12, 22, title, anchorStart, styleTitle, black)
-	c.text(12, 40, m.subtitle(), anchorStart, styleNormal, dark)
+	c.text(12, 40, fitText(m.subtitle(), W-24, styleNormal), anchorStart, styleNormal, dark)
 	y := legend(c, m, 12, 60, right)
 
 	ps := panels(m, ncol)
@@ -147,7 +147,7 @@ func (m *model) subtitle() string {
 	var names []string
 	for _, n := range m.names {
 		if n != "" {
-			names = append(names, n)
+			names = append(names, shortName(n))
 		}
 	}
 	if len(names) > 0 {
@@ -611,4 +611,14 @@ func bytesLabel(v float64) string {
 		return strconv.FormatFloat(v/(1<<10), 'g', 3, 64) + " KiB"
 	}
 	return strconv.FormatFloat(v, 'g', 3, 64) + " B"
+}
+
+// fitText cuts s to width pixels, ending it with "…" if cut.
+func fitText(s string, width float64, st style) string {
+	if textWidth(s, st) <= width {
+		return s
+	}
+	r := []rune(s)
+	n := max(0, int(width/float64(faces[st].Advance))-1)
+	return string(r[:min(n, len(r))]) + "…"
 }

@@ -289,7 +289,7 @@ func (m *model) label(l *lane) string {
 	case l.host != "":
 		s += " @ " + l.host
 	case l.name != "":
-		s += " (" + l.name + ")"
+		s += " (" + shortName(l.name) + ")"
 	}
 	s += " · stream " + strconv.FormatUint(l.stream, 10)
 	if l.local != "" && l.peer != "" {
@@ -299,4 +299,16 @@ func (m *model) label(l *lane) string {
 		s += " · " + strconv.FormatUint(l.drops, 10) + " writes dropped (" + bytesLabel(float64(l.bytes)) + ")"
 	}
 	return s
+}
+
+// shortName elides the middle of a long file name, keeping its start and
+// its end (a qlog file's "_client.sqlog"): a connection ID of 20 bytes
+// would fill a legend line.
+func shortName(n string) string {
+	const head, tail = 8, 16
+	r := []rune(n)
+	if len(r) <= head+tail+4 {
+		return n
+	}
+	return string(r[:head]) + "…" + string(r[len(r)-tail:])
 }

@@ -5,14 +5,18 @@ import (
 	"context"
 	"fmt"
 	"image/png"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/bpmux/bp"
 	"github.com/bpmux/bp/mux"
 	"github.com/bpmux/bp/trace"
+	"github.com/bpmux/bp/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -176,4 +180,146 @@ func TestPlotQlog(t *testing.T) {
 			assert.Equal(t, 960, img.Bounds().Dx())
 		})
 	}
+}
+
+// qlogTransfer runs a real transfer over QUIC on 127.0.0.1 with qlog on
+// at both ends, into dir, and returns once both files are complete: the
+// client writes size bytes on each of streams streams at once; the server
+// reads each as slowRead does. The server's session budget holds a
+// window and a half: the first stream's window grows into it, and the
+// others' growth is refused.
+func qlogTransfer(t *testing.T, dir string, streams, size int, pause time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cert, err := transport.SelfSigned("127.0.0.1")
+	require.NoError(t, err)
+	ln, err := bp.Listen("127.0.0.1:0", transport.ServerConfig(cert), &mux.Config{QlogDir: dir, InitialWindow: 64 << 10, MaxWindow: 1 << 20, SessionBudget: 1536 << 10})
+	require.NoError(t, err)
+	defer ln.Close()
+	pin, err := transport.PinnedClientConfig(transport.Fingerprint(cert.Certificate[0]))
+	require.NoError(t, err)
+	read := make(chan error, streams+1)
+	go func() {
+		sess, err := ln.Accept(ctx)
+		if err != nil {
+			read <- err
+			return
+		}
+		defer sess.Close()
+		var wg sync.WaitGroup
+		for range streams {
+			st, err := sess.Accept(ctx)
+			if err != nil {
+				read <- err
+				break
+			}
+			wg.Go(func() { read <- slowRead(st, size, pause) })
+		}
+		wg.Wait()
+	}()
+	sess, err := bp.Dial(ctx, ln.Addr().String(), pin, &mux.Config{QlogDir: dir})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for range streams {
+		st, err := sess.Open(ctx)
+		require.NoError(t, err)
+		wg.Go(func() {
+			_, err := st.Write(make([]byte, size))
+			assert.NoError(t, err)
+			assert.NoError(t, st.Close())
+		})
+	}
+	wg.Wait()
+	for range streams {
+		require.NoError(t, <-read)
+	}
+	<-sess.Done()
+	require.NoError(t, ln.Close())
+	// Each file is closed once its connection and its session are done.
+	require.Eventually(t, func() bool {
+		ms, _ := filepath.Glob(filepath.Join(dir, "*.sqlog"))
+		if len(ms) != 2 {
+			return false
+		}
+		for _, m := range ms {
+			b, err := os.ReadFile(m)
+			if err != nil || !bytes.Contains(b, []byte(`"name":"bp:session_closed"`)) || !bytes.Contains(b, []byte(`"name":"transport:connection_closed"`)) {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 20*time.Millisecond, "both ends' qlog files complete")
+}
+
+// slowRead reads size bytes of st, then to its end: a quarter as fast as
+// it can, a quarter slowly (16 KiB every 2 ms) after stopping for pause,
+// and the rest fast after stopping again.
+func slowRead(st io.Reader, size int, pause time.Duration) error {
+	phases := []struct {
+		n          int
+		stop, pace time.Duration
+	}{{size / 4, 0, 0}, {size / 4, pause, 2 * time.Millisecond}, {size - size/2, pause, 0}}
+	buf := make([]byte, 16<<10)
+	for _, p := range phases {
+		time.Sleep(p.stop)
+		for left := p.n; left > 0; {
+			n, err := io.ReadFull(st, buf[:min(len(buf), left)])
+			left -= n
+			if err != nil {
+				return err
+			}
+			time.Sleep(p.pace)
+		}
+	}
+	_, err := io.Copy(io.Discard, st)
+	return err
+}
+
+// TestPlotRealQlog plots both ends' qlog files of a real transfer whose
+// reader stops and resumes: every record parses, both ends are drawn,
+// and stalls of both sides are there. With BPCAT_QLOG_PNG set, the
+// picture is also written there (docs/bpcat-qlog.png is made so).
+func TestPlotRealQlog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a real transfer")
+	}
+	dir := t.TempDir()
+	qlogTransfer(t, dir, 2, 16<<20, 400*time.Millisecond)
+	ms, err := filepath.Glob(filepath.Join(dir, "*.sqlog"))
+	require.NoError(t, err)
+	reasons := map[string]int{}
+	for _, m := range ms {
+		f, err := os.Open(m)
+		require.NoError(t, err)
+		tr, err := trace.ReadAny(f, 0)
+		f.Close()
+		require.NoError(t, err, m)
+		require.NotNil(t, tr.Qlog)
+		assert.False(t, tr.Qlog.Truncated, m)
+		assert.Positive(t, tr.Qlog.BP, m)
+		for _, r := range tr.Records {
+			if r.Event == "unblocked" {
+				reasons[r.Reason]++
+				assert.Positive(t, r.Duration, "an unblocked event says how long the stall lasted")
+			}
+		}
+	}
+	t.Logf("stalls by reason: %v", reasons)
+	assert.Positive(t, reasons["peer_window"]+reasons["session_budget"], "the writer was held for credit")
+	assert.Positive(t, reasons["unread"], "the reader's data waited unread")
+
+	out := filepath.Join(dir, "real.png")
+	if p := os.Getenv("BPCAT_QLOG_PNG"); p != "" {
+		out = p
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}, []string{"plot", dir, "-o", out})
+	require.Equal(t, 0, code, stderr.String())
+	t.Log(strings.TrimSpace(stderr.String()))
+	f, err := os.Open(out)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = png.Decode(f)
+	require.NoError(t, err)
 }
