@@ -157,11 +157,16 @@ func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 	if err != nil {
 		return err
 	}
+	if err := bf.startObserver(e); err != nil {
+		return err
+	}
+	defer bf.observer.close()
 	sess, err := dial(ctx, addr, tlsConf, ver, cfg, bf.timeout)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	bf.observer.sessions().track(sess)
 	up, down := bf.parallel, 0
 	switch {
 	case bf.reverse:

@@ -54,11 +54,16 @@ func (bf *benchServerFlags) serve(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	if err := bf.startObserver(e); err != nil {
+		return err
+	}
+	defer bf.observer.close()
 	ln, err := bp.Listen(bf.listen, tlsConf, cfg)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", bf.listen, err)
 	}
 	defer ln.Close()
+	bf.observer.sessions().trackListener(ln)
 	fmt.Fprintf(e.stderr, "fingerprint %s\nlistening on %s\n", fp, ln.Addr())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -71,6 +76,7 @@ func (bf *benchServerFlags) serve(ctx context.Context, e *env) error {
 			}
 			return describe("accept", err)
 		}
+		bf.observer.sessions().track(sess)
 		wg.Add(1)
 		run := func() {
 			defer wg.Done()

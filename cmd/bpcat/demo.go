@@ -24,6 +24,7 @@ type demoFlags struct {
 	traceOut string
 	window   uint64
 	rate     uint64
+	obs      observeFlags
 }
 
 // runDemo is `bpcat demo`: a sender and a deliberately slow receiver on
@@ -36,6 +37,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&df.traceOut, "trace", "", "write the trace to `FILE` (default: OUT with the extension .jsonl)")
 	fs.Var(sizeFlag{&df.window}, "window", "the receiver's fixed window `SIZE`")
 	fs.Var(rateFlag{&df.rate}, "rate", "how fast the slow receiver reads, `RATE` per second")
+	df.obs.register(fs)
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return err
 	}
@@ -47,6 +49,9 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	if df.rate == 0 {
 		return usageErrorf("--rate: the slow receiver needs a rate above 0")
+	}
+	if err := df.obs.apply(&mux.Config{}); err != nil { // checks the flags
+		return err
 	}
 	if df.traceOut == "" {
 		df.traceOut = strings.TrimSuffix(df.out, filepath.Ext(df.out)) + ".jsonl"
@@ -60,7 +65,11 @@ func (df *demoFlags) run(ctx context.Context, e *env) error {
 		return fmt.Errorf("trace: %w", err)
 	}
 	tw := trace.NewWriter(tf, time.Now())
-	err = df.transfer(ctx, e, tw)
+	ob, err := df.obs.start(e)
+	if err == nil {
+		err = df.transfer(ctx, e, tw, ob)
+		ob.close()
+	}
 	if cerr := tw.Close(); err == nil {
 		err = cerr
 	}
@@ -80,7 +89,7 @@ func (df *demoFlags) run(ctx context.Context, e *env) error {
 
 // transfer runs the sender and the slow receiver over a real session on
 // 127.0.0.1 while the live view shows the sender's side.
-func (df *demoFlags) transfer(ctx context.Context, e *env, tw *trace.Writer) error {
+func (df *demoFlags) transfer(ctx context.Context, e *env, tw *trace.Writer, ob *observer) error {
 	slow := df.duration * 2 / 3
 	fmt.Fprintf(e.stderr, "A sender writes as fast as it can; the receiver reads only %s for %v, then as fast as it can for %v.\n",
 		formatRate(float64(df.rate)), slow.Round(time.Millisecond), (df.duration - slow).Round(time.Millisecond))
@@ -93,6 +102,11 @@ func (df *demoFlags) transfer(ctx context.Context, e *env, tw *trace.Writer) err
 	}
 	recvCfg := &mux.Config{InitialWindow: df.window, MaxWindow: df.window, OnEvent: tw.Hook("recv")}
 	sendCfg := &mux.Config{InitialWindow: df.window, MaxWindow: df.window, OnEvent: tw.Hook("send")}
+	for _, cfg := range []*mux.Config{recvCfg, sendCfg} {
+		if err := df.obs.apply(cfg); err != nil {
+			return err
+		}
+	}
 	if err := recvCfg.Validate(); err != nil {
 		return usageErrorf("--window: %v", strings.TrimPrefix(err.Error(), "mux: "))
 	}
@@ -101,6 +115,7 @@ func (df *demoFlags) transfer(ctx context.Context, e *env, tw *trace.Writer) err
 		return err
 	}
 	defer ln.Close()
+	ob.tracker("side", "recv").trackListener(ln)
 	tlsConf, err := transport.PinnedClientConfig(transport.Fingerprint(cert.Certificate[0]))
 	if err != nil {
 		return err
@@ -112,11 +127,13 @@ func (df *demoFlags) transfer(ctx context.Context, e *env, tw *trace.Writer) err
 		return err
 	}
 	defer client.Close()
+	ob.tracker("side", "send").track(client)
 	server, err := ln.Accept(sctx)
 	if err != nil {
 		return err
 	}
 	defer server.Close()
+	ob.tracker("side", "recv").track(server)
 	w, err := client.Open(sctx)
 	if err != nil {
 		return err
@@ -130,6 +147,7 @@ func (df *demoFlags) transfer(ctx context.Context, e *env, tw *trace.Writer) err
 	v := startView(viewConfig{w: e.stderr, tty: e.stderrTTY, live: true, width: e.columns}, func() (mux.StreamStats, bool) {
 		st, rs := w.Stats(), r.Stats()
 		st.BytesReceived, st.BytesConsumed, st.RecvWindow = rs.BytesReceived, rs.BytesConsumed, rs.RecvWindow
+		st.Level = max(st.Level, rs.Level)
 		return st, true
 	})
 	start := time.Now()

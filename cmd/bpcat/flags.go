@@ -119,10 +119,24 @@ func dashed(name string) string {
 }
 
 // sessionFlags configure the sessions a command makes: the receive
-// windows this side grants and how long a silent peer is waited for.
+// windows this side grants, how long a silent peer is waited for, and
+// how the sessions are observed (metrics, qlog, thresholds).
 type sessionFlags struct {
 	window, maxWindow uint64
 	deadPeer          time.Duration
+	obs               observeFlags
+	// observer tracks the command's sessions for --metrics once
+	// startObserver has run (nil: not asked for, or not yet).
+	observer *observer
+}
+
+// startObserver starts what the observation flags ask for (the metrics
+// server, the qlog directory); the command closes f.observer when it
+// ends.
+func (f *sessionFlags) startObserver(e *env) error {
+	o, err := f.obs.start(e)
+	f.observer = o
+	return err
 }
 
 func (f *sessionFlags) register(fs *flagSet) {
@@ -130,6 +144,7 @@ func (f *sessionFlags) register(fs *flagSet) {
 	fs.Var(windowFlag{&f.maxWindow}, "max-window", "largest receive window `SIZE` a stream auto-tunes to, up to 1GiB (default 16MiB, or --window if larger)")
 	f.deadPeer = mux.DefaultDeadPeerTimeout
 	fs.Var(durationFlag{&f.deadPeer}, "dead-peer", "give the peer up for gone when nothing is heard from it for `DURATION` (at least 1s)")
+	f.obs.register(fs)
 }
 
 // config returns the mux configuration for the flags, with onEvent as the
@@ -139,6 +154,9 @@ func (f *sessionFlags) config(onEvent func(mux.Event)) (*mux.Config, error) {
 		return nil, usageErrorf("--dead-peer %v: want at least 1s", f.deadPeer)
 	}
 	cfg := &mux.Config{InitialWindow: f.window, MaxWindow: f.maxWindow, DeadPeerTimeout: f.deadPeer, OnEvent: onEvent}
+	if err := f.obs.apply(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.MaxWindow == 0 && cfg.InitialWindow > 16<<20 {
 		cfg.MaxWindow = cfg.InitialWindow
 	}

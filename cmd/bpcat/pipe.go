@@ -76,9 +76,9 @@ func (p *pipeFlags) logf(e *env, format string, a ...any) {
 }
 
 // setup opens the trace file, if any, and returns the session
-// configuration with the trace hooked in, and a function that closes the
-// trace.
-func (p *pipeFlags) setup(side string) (*mux.Config, func() error, error) {
+// configuration with the trace hooked in (and, with -v, the session's
+// log on stderr), and a function that closes the trace.
+func (p *pipeFlags) setup(e *env, side string) (*mux.Config, func() error, error) {
 	var tw *trace.Writer
 	var hook func(mux.Event)
 	if p.trace != "" {
@@ -95,6 +95,9 @@ func (p *pipeFlags) setup(side string) (*mux.Config, func() error, error) {
 			tw.Close()
 		}
 		return nil, nil, err
+	}
+	if p.verbose {
+		cfg.Logger = logger(e.stderr)
 	}
 	closeTrace := func() error {
 		if tw == nil {
@@ -143,11 +146,14 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	if a.host == "" && fam != anyFamily {
 		a.host, _, _ = net.SplitHostPort(addr) // 0.0.0.0 or ::, as asked with -4 or -6
 	}
-	cfg, closeTrace, err := pf.setup("listen")
+	cfg, closeTrace, err := pf.setup(e, "listen")
 	if err != nil {
 		return err
 	}
-	err = listen(ctx, e, &pf, &st, cfg, addr, a)
+	if err = pf.startObserver(e); err == nil {
+		err = listen(ctx, e, &pf, &st, cfg, addr, a)
+		pf.observer.close()
+	}
 	if terr := closeTrace(); err == nil {
 		err = terr
 	}
@@ -166,6 +172,7 @@ func listen(ctx context.Context, e *env, pf *pipeFlags, st *serverTLS, cfg *mux.
 		return withContext("listen on "+addr, err)
 	}
 	defer ln.Close()
+	pf.observer.sessions().trackListener(ln)
 	fmt.Fprintf(e.stderr, "fingerprint %s\nlistening on %s\n", fp, shownAddr(asked, ln.Addr()))
 	in := newStdinPump(e.stdin)
 	for {
@@ -199,6 +206,7 @@ func serveOne(ctx context.Context, e *env, pf *pipeFlags, ln *bp.Listener, in *s
 		return false, acceptError(ctx, actx, pf.timeout, "accept", err)
 	}
 	defer sess.Close()
+	pf.observer.sessions().track(sess)
 	pf.logf(e, "session from %s", sess.RemoteAddr())
 	s, err := sess.Accept(actx)
 	if err != nil {
@@ -256,11 +264,14 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if net.ParseIP(a.host) == nil && tlsConf.ServerName == "" {
 		tlsConf.ServerName = a.host // the name, even when dialling an address of it
 	}
-	cfg, closeTrace, err := pf.setup("connect")
+	cfg, closeTrace, err := pf.setup(e, "connect")
 	if err != nil {
 		return err
 	}
-	err = connect(ctx, e, &pf, tlsConf, ver, cfg, addr)
+	if err = pf.startObserver(e); err == nil {
+		err = connect(ctx, e, &pf, tlsConf, ver, cfg, addr)
+		pf.observer.close()
+	}
 	if terr := closeTrace(); err == nil {
 		err = terr
 	}
@@ -273,6 +284,7 @@ func connect(ctx context.Context, e *env, pf *pipeFlags, tlsConf *tls.Config, ve
 		return err
 	}
 	defer sess.Close()
+	pf.observer.sessions().track(sess)
 	pf.logf(e, "connected to %s", sess.RemoteAddr())
 	octx, cancel := context.WithTimeout(ctx, pf.timeout)
 	s, err := sess.Open(octx)

@@ -80,7 +80,11 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		r.upCfg, err = wf.config(upHook)
 	}
 	if err == nil {
+		err = wf.startObserver(e)
+	}
+	if err == nil {
 		err = r.serve(ctx, &st, rest[0], listenHost)
+		wf.observer.close()
 	}
 	if tw != nil {
 		if terr := tw.Close(); err == nil {
@@ -110,6 +114,7 @@ func (r *relay) serve(ctx context.Context, st *serverTLS, addr, host string) err
 		return withContext("listen on "+addr, err)
 	}
 	defer ln.Close()
+	r.sf.observer.tracker("hop", "downstream").trackListener(ln)
 	fmt.Fprintf(r.e.stderr, "fingerprint %s\nlistening on %s\n", fp, ln.Addr())
 	r.logf("relaying to %s", r.upstream)
 	var wg sync.WaitGroup
@@ -137,6 +142,7 @@ func (r *relay) serve(ctx context.Context, st *serverTLS, addr, host string) err
 // sessions end gracefully (endSession), with a reason phrase that says why.
 func (r *relay) session(ctx context.Context, down *mux.Session) {
 	defer down.Close()
+	r.sf.observer.tracker("hop", "downstream").track(down)
 	up, err := dial(ctx, r.upstream, r.tlsConf, r.ver, r.upCfg, r.timeout)
 	if err != nil {
 		r.logf("relay: session refused: upstream: %v", oneLine(err))
@@ -149,6 +155,7 @@ func (r *relay) session(ctx context.Context, down *mux.Session) {
 		return
 	}
 	defer up.Close()
+	r.sf.observer.tracker("hop", "upstream").track(up)
 	r.logf("session: relaying to %s", r.upstream)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -133,7 +133,10 @@ func (c *clearingWriter) Write(p []byte) (int, error) {
 // known, percent and ETA; then the window's state: for sending, the window
 // the peer granted, the credit left of it, the bytes in flight (sent, not
 // yet consumed by the peer's application: the window less the credit) and
-// the writer's stalls; for receiving, the window this side grants.
+// the writer's stalls; for receiving, the window this side grants. A
+// stream at a threshold's level (--warn-lag and the like) is marked WARN
+// or CRIT after the time, with the metrics at that level when there is
+// room.
 func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration, width int) string {
 	dt = max(dt, 1e-9)
 	up := float64(st.BytesSent-prev.BytesSent) / dt
@@ -179,12 +182,38 @@ func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration,
 		if lv[0] == 3 {
 			sep = " | "
 		}
-		line = head + strings.Join(parts, sep)
+		line = head + levelTag(st, lv[0] <= 1) + strings.Join(parts, sep)
 		if width == 0 || utf8.RuneCountInString(line) < width {
 			return line
 		}
 	}
 	return fit(line, width)
+}
+
+// levelTag marks a stream at a threshold's level: "WARN  " or "CRIT  ",
+// or, if long, with the metrics at that level ("CRIT lag stall  "); ""
+// for a stream at no level.
+func levelTag(st mux.StreamStats, long bool) string {
+	var tag string
+	switch st.Level {
+	case mux.LevelNormal:
+		return ""
+	case mux.LevelWarning:
+		tag = "WARN"
+	default:
+		tag = "CRIT"
+	}
+	if long {
+		for _, m := range []struct {
+			metric mux.Metric
+			name   string
+		}{{mux.MetricLag, "lag"}, {mux.MetricUnread, "unread"}, {mux.MetricStall, "stall"}} {
+			if st.Levels[m.metric] == st.Level {
+				tag += " " + m.name
+			}
+		}
+	}
+	return tag + "  "
 }
 
 // fit cuts s to fewer than width columns (0: no limit), so that it never
