@@ -1,12 +1,3 @@
-// Package mux runs bp/1 sessions: many logical streams over one transport
-// connection, each with an application-level receive window in each
-// direction, so that a slow reader stalls its writer end to end and every
-// buffer on the way is bounded.
-//
-// A Session is made from a transport.Conn with New. Streams are opened
-// with Open and accepted with Accept; each is a net.Conn whose Read returns
-// credit to the peer as the application consumes data. SPEC.md describes
-// the wire protocol.
 package mux
 
 import (
