@@ -259,3 +259,44 @@ func TestObserveHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayMetrics: a relay with --metrics labels its two hops, and
+// counts a transfer through it on both.
+func TestRelayMetrics(t *testing.T) {
+	l, addr, fp := startListener(t, "listen", nil, io.Discard)
+	l.stdin.Close()
+	r := start(t, "relay", nil, nil, "relay", "--metrics", "127.0.0.1:0", "--pin", fp, "127.0.0.1:0", addr)
+	url := r.waitLine(metricsLine)[1]
+	rfp := r.waitLine(`^fingerprint (sha256:[0-9a-f]{64})$`)[1]
+	raddr := r.waitLine(`^listening on (127\.0\.0\.1:\d+)$`)[1]
+	const total = 1 << 20
+	c := start(t, "connect", io.LimitReader(zeroReader{}, total), nil, "connect", "--pin", rfp, raddr)
+	go io.Copy(io.Discard, c.stdout)
+	require.Equal(t, 0, c.wait(30*time.Second), "connect exit code")
+	require.Equal(t, 0, l.wait(30*time.Second), "listen exit code")
+
+	mfs := scrapeUntil(t, url, "both hops ended", func(mfs map[string]*dto.MetricFamily) bool {
+		down, _ := metricValue(t, mfs, "bp_sessions_open", gaugeType, "hop", "downstream")
+		up, ok := metricValue(t, mfs, "bp_sessions_open", gaugeType, "hop", "upstream")
+		return ok && down == 0 && up == 0
+	})
+	for _, tc := range []struct {
+		name, hop string
+		typ       dto.MetricType
+		want      float64
+	}{
+		{"bp_sessions_total", "downstream", counterType, 1},
+		{"bp_sessions_total", "upstream", counterType, 1},
+		{"bp_received_bytes_total", "downstream", counterType, total},
+		{"bp_sent_bytes_total", "upstream", counterType, total},
+		{"bp_streams_accepted_total", "downstream", counterType, 1},
+		{"bp_streams_opened_total", "upstream", counterType, 1},
+		{"bp_listener_sessions_open", "downstream", gaugeType, 0},
+	} {
+		v, ok := metricValue(t, mfs, tc.name, tc.typ, "hop", tc.hop)
+		assert.True(t, ok, "no %s{hop=%q}", tc.name, tc.hop)
+		assert.Equal(t, tc.want, v, "%s{hop=%q}", tc.name, tc.hop)
+	}
+	r.cmd.Process.Signal(syscall.SIGINT)
+	assert.Equal(t, exitSIGINT, r.wait(20*time.Second), "relay exit code")
+}
