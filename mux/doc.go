@@ -20,9 +20,15 @@
 //   - ReasonPeerWindow: the writer has used up the credit the peer
 //     granted. It begins when Write finds no credit and ends when the
 //     writer resumes with new credit, or gives up.
-//   - ReasonSessionBudget: the same, when the peer's latest WINDOW_UPDATE
-//     carried BUDGET_LIMITED: the peer's session budget refused to grow
-//     the window, so the stall is the receiver's memory limit at work.
+//   - ReasonSessionBudget: the same, when the WINDOW_UPDATE that ends the
+//     stall carries BUDGET_LIMITED: the peer's reader kept up, but its
+//     session budget refused to grow the window, so the stall is the
+//     receiver's memory limit at work. A receiver whose reader held the
+//     peer up (a ReasonUnread stall of over 4 RTT, and at least 10 ms)
+//     clears the flag until a growth is refused again, so a stopped
+//     reader is not blamed on the budget. The reason of a stall's EventBlocked is what the writer
+//     knew when it stalled (the flag of the latest update); its
+//     EventUnblocked carries the settled one.
 //   - ReasonTransport: one write of a DATA frame to the lane took at least
 //     TransportStallThreshold (1 ms), because QUIC's flow or congestion
 //     control would not take more.

@@ -21,10 +21,11 @@ const (
 	// ReasonPeerWindow: the writer used up the credit the peer granted,
 	// and the peer had not granted more (its application had not read).
 	ReasonPeerWindow BlockReason = iota + 1
-	// ReasonSessionBudget: the writer used up its credit while the peer
-	// reported that its session budget had refused to grow the stream's
-	// window (the WINDOW_UPDATE flag BUDGET_LIMITED, SPEC.md 5.2): more
-	// memory at the receiver would have let it keep sending.
+	// ReasonSessionBudget: the writer used up its credit, and the
+	// WINDOW_UPDATE that ended the stall said the peer's session budget
+	// had refused to grow the stream's window (the flag BUDGET_LIMITED,
+	// SPEC.md 5.2) while its reader kept up: more memory at the receiver
+	// would have let the writer keep sending.
 	ReasonSessionBudget
 	// ReasonTransport: a write on the stream's lane took at least
 	// TransportStallThreshold, because the transport would not take more

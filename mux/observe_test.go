@@ -282,7 +282,10 @@ func TestBlockedSessionBudget(t *testing.T) {
 		return Stall{Count: after[r].Count - before[r].Count, Time: after[r].Time - before[r].Time}
 	}
 	require.Positive(t, grew(ReasonSessionBudget).Count, "stalls once the budget limits the window: %+v", after)
-	assert.Zero(t, grew(ReasonPeerWindow).Count, "no stall is blamed on the peer's window meanwhile: %+v", after)
+	// A reader that keeps up may still lag now and then (scheduling, the
+	// race detector): such stalls are the peer window's, but few.
+	assert.LessOrEqual(t, 4*grew(ReasonPeerWindow).Count, grew(ReasonSessionBudget).Count,
+		"the stalls are the budget's, hardly the peer window's: %+v", after)
 	assert.Positive(t, len(serverLog.of(EventBudgetRefused, s.ID())))
 	assert.Positive(t, p.server.Stats().WindowGrowths)
 	_, err := io.Copy(io.Discard, s)

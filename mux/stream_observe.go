@@ -34,7 +34,9 @@ func (b *eventBuf) emit(sess *Session) {
 
 // startCreditStallLocked begins a stall for credit, if none is under way.
 // Its reason is the session budget when the peer's latest WINDOW_UPDATE
-// said its budget limited the window, else the peer's window.
+// said its budget limited the window, else the peer's window; the update
+// that ends the stall settles it (see creditLocked), so the reason of its
+// EventBlocked is provisional and its EventUnblocked's final.
 func (s *Stream) startCreditStallLocked(now time.Time, out *eventBuf) {
 	if !s.stallStart.IsZero() {
 		return
@@ -49,6 +51,22 @@ func (s *Stream) startCreditStallLocked(now time.Time, out *eventBuf) {
 		ev := s.eventLocked(EventBlocked, now)
 		ev.Reason = s.stallReason
 		out.add(ev)
+	}
+}
+
+// creditLocked settles the reason of the stall under way, if any, when a
+// WINDOW_UPDATE brings credit: the session budget if the update says the
+// budget limited the window, else the peer's window (its reader was
+// slow or stopped, which the peer's own update then says by leaving the
+// flag off).
+func (s *Stream) creditLocked(now time.Time, budgetLimited bool) {
+	if s.stallStart.IsZero() || !s.creditArrived.IsZero() {
+		return
+	}
+	s.creditArrived = now // the writer ends the stall when it resumes
+	s.stallReason = ReasonPeerWindow
+	if budgetLimited {
+		s.stallReason = ReasonSessionBudget
 	}
 }
 
@@ -119,6 +137,11 @@ func (s *Stream) endUnreadStallLocked(now time.Time, out *eventBuf) {
 	}
 	d := now.Sub(s.unreadStart)
 	s.unreadStart = time.Time{}
+	if d >= readerHoldBound(s.sess.rtt()) && s.recv != nil {
+		// The reader, not the budget, held the peer up: the update this
+		// grant sends does not blame the budget.
+		s.recv.OnUnreadStall()
+	}
 	s.stats.Blocked.add(ReasonUnread, d)
 	s.sess.stallEnded(ReasonUnread, d, 0)
 	if s.sess.hooked {
@@ -126,6 +149,13 @@ func (s *Stream) endUnreadStallLocked(now time.Time, out *eventBuf) {
 		ev.Reason, ev.Duration = ReasonUnread, d
 		out.add(ev)
 	}
+}
+
+// readerHoldBound is how long the peer may wait on this side's reader
+// before the reader, not the window, is what holds it up: a reader that
+// keeps up answers within a few RTTs (or scheduling delays).
+func readerHoldBound(rtt time.Duration) time.Duration {
+	return max(4*rtt, 10*time.Millisecond)
 }
 
 // stallingFor returns how long the stream's writer has been stalled, for

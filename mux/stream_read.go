@@ -442,8 +442,8 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			return s.sess.useless()
 		}
 		s.peerBudgetLimited = f.Flags&framing.FlagBudgetLimited != 0
-		if grew && !s.stallStart.IsZero() && s.creditArrived.IsZero() {
-			s.creditArrived = now // the writer ends the stall when it resumes
+		if grew {
+			s.creditLocked(now, s.peerBudgetLimited)
 		}
 		if grew && s.sess.hooked {
 			ev := s.eventLocked(EventCredit, now)

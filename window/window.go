@@ -195,6 +195,12 @@ func (r *Receiver) Window() uint64 { return r.window }
 // BUDGET_LIMITED), and the sender's stalls are then the budget's.
 func (r *Receiver) BudgetLimited() bool { return r.budgetLimited }
 
+// OnUnreadStall records that the peer is blocked while data it sent waits
+// unread: the application, not the window, holds the peer up, so the
+// window is no longer BudgetLimited (until a growth is refused again,
+// which happens only while the reader keeps up).
+func (r *Receiver) OnUnreadStall() { r.budgetLimited = false }
+
 // Counts returns the receiver's window-sizing counts.
 func (r *Receiver) Counts() Counts { return r.counts }
 
