@@ -23,10 +23,10 @@
 //   - ReasonSessionBudget: the same, when the WINDOW_UPDATE that ends the
 //     stall carries BUDGET_LIMITED: the peer's reader kept up, but its
 //     session budget refused to grow the window, so the stall is the
-//     receiver's memory limit at work. A receiver whose reader held the
-//     peer up (a ReasonUnread stall of over 4 RTT, and at least 10 ms)
-//     clears the flag until a growth is refused again, so a stopped
-//     reader is not blamed on the budget. The reason of a stall's EventBlocked is what the writer
+//     receiver's memory limit at work. The receiver sets the flag only
+//     while its reader keeps up (at most a quarter of the window unread
+//     when the update goes out; window.Receiver.BudgetLimited), so a
+//     slow or stopped reader is never blamed on the budget. The reason of a stall's EventBlocked is what the writer
 //     knew when it stalled (the flag of the latest update); its
 //     EventUnblocked carries the settled one.
 //   - ReasonTransport: one write of a DATA frame to the lane took at least

@@ -137,11 +137,6 @@ func (s *Stream) endUnreadStallLocked(now time.Time, out *eventBuf) {
 	}
 	d := now.Sub(s.unreadStart)
 	s.unreadStart = time.Time{}
-	if d >= readerHoldBound(s.sess.rtt()) && s.recv != nil {
-		// The reader, not the budget, held the peer up: the update this
-		// grant sends does not blame the budget.
-		s.recv.OnUnreadStall()
-	}
 	s.stats.Blocked.add(ReasonUnread, d)
 	s.sess.stallEnded(ReasonUnread, d, 0)
 	if s.sess.hooked {
@@ -149,13 +144,6 @@ func (s *Stream) endUnreadStallLocked(now time.Time, out *eventBuf) {
 		ev.Reason, ev.Duration = ReasonUnread, d
 		out.add(ev)
 	}
-}
-
-// readerHoldBound is how long the peer may wait on this side's reader
-// before the reader, not the window, is what holds it up: a reader that
-// keeps up answers within a few RTTs (or scheduling delays).
-func readerHoldBound(rtt time.Duration) time.Duration {
-	return max(4*rtt, 10*time.Millisecond)
 }
 
 // stallingFor returns how long the stream's writer has been stalled, for

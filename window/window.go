@@ -188,18 +188,17 @@ func (r *Receiver) Buffered() uint64 { return r.received - r.consumed }
 // Window returns the current window size.
 func (r *Receiver) Window() uint64 { return r.window }
 
-// BudgetLimited reports whether the window is smaller than auto-tuning
-// wanted because the session budget refused the rest: set when a growth
+// BudgetLimited reports whether the budget, rather than the reader, is
+// what limits the stream now: the window is smaller than auto-tuning
+// wanted because the session budget refused the rest (set when a growth
 // gets less than it asked for, cleared when the window next grows in full
-// or shrinks. The receiver tells its sender so (SPEC.md 5.2,
-// BUDGET_LIMITED), and the sender's stalls are then the budget's.
-func (r *Receiver) BudgetLimited() bool { return r.budgetLimited }
-
-// OnUnreadStall records that the peer is blocked while data it sent waits
-// unread: the application, not the window, holds the peer up, so the
-// window is no longer BudgetLimited (until a growth is refused again,
-// which happens only while the reader keeps up).
-func (r *Receiver) OnUnreadStall() { r.budgetLimited = false }
+// or shrinks), and the reader keeps up (at most a quarter of the window
+// waits unread, the test OnBlocked uses to grow). The receiver tells its
+// sender so (SPEC.md 5.2, BUDGET_LIMITED), and the sender's stalls are
+// then the budget's; a reader that falls behind is never blamed on it.
+func (r *Receiver) BudgetLimited() bool {
+	return r.budgetLimited && r.Buffered() <= r.window/UpdateFraction
+}
 
 // Counts returns the receiver's window-sizing counts.
 func (r *Receiver) Counts() Counts { return r.counts }
