@@ -27,7 +27,7 @@ func (sess *Session) controlWriter() {
 		MaxStreams:      uint64(sess.cfg.MaxStreams),
 		BudgetSignal:    1, // this side reads BUDGET_LIMITED (stream_observe.go)
 	}})
-	goAway := false
+	goAway, goAwayDone := false, false
 	for {
 		if len(b) > 0 {
 			if _, err := ctl.Write(b); err != nil {
@@ -58,12 +58,12 @@ func (sess *Session) controlWriter() {
 			}
 			b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeGoAway, Flags: flags}, LastStreamID: sess.goAwayLast, ErrorCode: sess.goAwayCode})
 			sess.pendGoAway = false
-			goAway = true
+			goAway, goAwayDone = true, sess.doneSent
 		}
 		last, code := sess.goAwayLast, sess.goAwayCode
 		sess.mu.Unlock()
 		if goAway {
-			sess.observeGoAway(false, last, code)
+			sess.observeGoAway(false, last, code, goAwayDone)
 			goAway = false
 		}
 	}
@@ -172,7 +172,7 @@ func (sess *Session) onControl(f *framing.Frame) error {
 		if err != nil {
 			return sess.protocolErr(framing.ProtocolError, err)
 		}
-		sess.observeGoAway(true, last, f.ErrorCode)
+		sess.observeGoAway(true, last, f.ErrorCode, f.Flags&framing.FlagDone != 0)
 		signal(sess.ctlSignal)
 		if closeNow {
 			sess.closeGracefully()

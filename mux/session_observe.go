@@ -117,12 +117,13 @@ func (sess *Session) observeClose(e *SessionError) {
 	}
 }
 
-// observeGoAway records a GOAWAY sent or received.
-func (sess *Session) observeGoAway(remote bool, last uint64, code framing.ErrorCode) {
+// observeGoAway records a GOAWAY sent or received; done is its DONE flag
+// (the sender has no stream left).
+func (sess *Session) observeGoAway(remote bool, last uint64, code framing.ErrorCode, done bool) {
 	sess.emitSession(EventGoAway, func(ev *Event) { ev.Remote, ev.Limit, ev.Code = remote, last, uint64(code) })
 	if l := sess.cfg.Logger; l != nil {
 		l.LogAttrs(context.Background(), slog.LevelInfo, "bp: GOAWAY", sess.logAttrs(
-			slog.Bool("by_peer", remote), slog.Uint64("last_stream_id", last), slog.String("code", code.String()))...)
+			slog.Bool("by_peer", remote), slog.Uint64("last_stream_id", last), slog.String("code", code.String()), slog.Bool("done", done))...)
 	}
 }
 
