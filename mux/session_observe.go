@@ -56,10 +56,6 @@ func (sess *Session) logAttrs(more ...slog.Attr) []slog.Attr {
 	}, more...)
 }
 
-// hasHook reports whether anyone receives events, so that callers can
-// skip making them.
-func (sess *Session) hasHook() bool { return sess.hooked }
-
 // emit hands ev to Config.OnEvent and to the qlog trace. Callers hold no
 // lock.
 func (sess *Session) emit(ev Event) {
@@ -71,12 +67,6 @@ func (sess *Session) emit(ev Event) {
 	}
 	if sess.qlog != nil {
 		sess.qlog.record(ev)
-	}
-}
-
-func (sess *Session) emitAll(evs []Event) {
-	for _, ev := range evs {
-		sess.emit(ev)
 	}
 }
 
