@@ -84,16 +84,21 @@ func (s *Stream) endCreditStallLocked(now time.Time, resumed bool, out *eventBuf
 		signal = max(now.Sub(s.creditArrived)+s.sess.rtt()/2, 1)
 		s.stats.SignalLatency.Observe(signal)
 	}
-	r := s.stallReason
+	s.stallEndedLocked(s.stallReason, d, signal, now, out)
+	s.stallStart, s.creditArrived = time.Time{}, time.Time{}
+	s.checkLevelLocked(MetricStall, 0, now, out)
+}
+
+// stallEndedLocked records a stall of reason r that lasted d, in the
+// stream's and the session's stats and as an EventUnblocked.
+func (s *Stream) stallEndedLocked(r BlockReason, d, signal time.Duration, now time.Time, out *eventBuf) {
 	s.stats.Blocked.add(r, d)
 	s.sess.stallEnded(r, d, signal)
-	s.stallStart, s.creditArrived = time.Time{}, time.Time{}
 	if s.sess.hooked {
 		ev := s.eventLocked(EventUnblocked, now)
 		ev.Reason, ev.Duration, ev.Signal = r, d, signal
 		out.add(ev)
 	}
-	s.checkLevelLocked(MetricStall, 0, now, out)
 }
 
 // endTransportStallLocked records a lane write that began at start and
@@ -104,13 +109,7 @@ func (s *Stream) endTransportStallLocked(start, now time.Time, out *eventBuf) {
 	if d < TransportStallThreshold {
 		return
 	}
-	s.stats.Blocked.add(ReasonTransport, d)
-	s.sess.stallEnded(ReasonTransport, d, 0)
-	if s.sess.hooked {
-		ev := s.eventLocked(EventUnblocked, now)
-		ev.Reason, ev.Duration = ReasonTransport, d
-		out.add(ev)
-	}
+	s.stallEndedLocked(ReasonTransport, d, 0, now, out)
 	s.checkLevelLocked(MetricStall, 0, now, out)
 }
 
@@ -137,16 +136,10 @@ func (s *Stream) endUnreadStallLocked(now time.Time, out *eventBuf) {
 	}
 	d := now.Sub(s.unreadStart)
 	s.unreadStart = time.Time{}
-	s.stats.Blocked.add(ReasonUnread, d)
-	s.sess.stallEnded(ReasonUnread, d, 0)
-	if s.sess.hooked {
-		ev := s.eventLocked(EventUnblocked, now)
-		ev.Reason, ev.Duration = ReasonUnread, d
-		out.add(ev)
-	}
+	s.stallEndedLocked(ReasonUnread, d, 0, now, out)
 }
 
-// stallingFor returns how long the stream's writer has been stalled, for
+// stallingForLocked returns how long the stream's writer has been stalled, for
 // any reason, at now: 0 if it is not.
 func (s *Stream) stallingForLocked(now time.Time) time.Duration {
 	var d time.Duration
