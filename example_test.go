@@ -124,3 +124,69 @@ func ExampleListenConfig() {
 	// sessions: 1
 	// sessions: 0
 }
+
+// Why a writer waited: the server stops reading until the client's writer
+// has run out of credit, then drains the stream. The client's stats say
+// the stall was the peer's window (its application did not read), not
+// the peer's memory budget, and how long the backpressure signal took
+// to come back (see the mux package documentation). The server's side of
+// the same stall is time its data sat unread.
+func Example_stalls() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cert, err := transport.SelfSigned("127.0.0.1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := &mux.Config{InitialWindow: 64 << 10, MaxWindow: 64 << 10}
+	ln, err := bp.Listen("127.0.0.1:0", transport.ServerConfig(cert), cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	tlsConf, err := transport.PinnedClientConfig(transport.Fingerprint(cert.Certificate[0]))
+	if err != nil {
+		log.Fatal(err)
+	}
+	sess, err := bp.Dial(ctx, ln.Addr().String(), tlsConf, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sess.Close()
+	s, err := sess.Open(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	unread := make(chan mux.Stall)
+	go func() {
+		srv, err := ln.Accept(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer srv.Close()
+		r, err := srv.Accept(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for s.Stats().Stalls == 0 { // not reading until the writer is held
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+		io.Copy(io.Discard, r)
+		unread <- r.Stats().Blocked.Of(mux.ReasonUnread)
+		r.Close()
+	}()
+	s.Write(make([]byte, 256<<10)) // four windows: held until the server reads
+	s.CloseWrite()
+	fmt.Println("server: data sat unread:", (<-unread).Time > 0)
+	st := s.Stats()
+	for _, r := range []mux.BlockReason{mux.ReasonPeerWindow, mux.ReasonSessionBudget} {
+		fmt.Printf("client: blocked for %v: %v\n", r, st.Blocked.Of(r).Time > 0)
+	}
+	fmt.Println("client: signal latency measured:", st.SignalLatency.Count > 0)
+	// Output:
+	// server: data sat unread: true
+	// client: blocked for peer_window: true
+	// client: blocked for session_budget: false
+	// client: signal latency measured: true
+}
