@@ -27,8 +27,10 @@ import (
 // error matching transport.ErrInvalidConfig as well.
 var ErrInvalidArgument = errors.New("bp: invalid argument")
 
-// Dial connects to a bp/1 server at addr (host:port, UDP) and starts a
-// client session. tlsConf must verify the server (see
+// Dial connects to a bp/1 server at addr and starts a client session.
+// addr is host:port for QUIC, or names the transport as a scheme:
+// "quic://host:port", "xquic://host:port" (golang.org/x/net/quic),
+// "tcp://host:port" (TLS over TCP); see Transport. tlsConf must verify the server (see
 // transport.PinnedClientConfig); ALPN and TLS 1.3 are set for you. cfg may
 // be nil for the defaults.
 //
@@ -42,7 +44,11 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, cfg *mux.Config
 			return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 		}
 	}
-	conn, err := transport.DialQUIC(ctx, addr, tlsConf, quicConfig(cfg)) // checks ctx and tlsConf
+	t, hostport, err := SplitAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := dial(ctx, t, hostport, tlsConf, quicConfig(cfg)) // checks ctx and tlsConf
 	if err != nil {
 		return nil, argError(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/bpmux/bp/mux"
-	"github.com/bpmux/bp/transport"
 )
 
 // Listener-wide defaults of ListenConfig.
@@ -60,8 +59,9 @@ type ListenConfig struct {
 
 // Listener accepts bp/1 sessions.
 type Listener struct {
-	ln  *transport.QUICListener
-	cfg mux.Config
+	ln        listener
+	cfg       mux.Config
+	transport Transport
 }
 
 // ListenerStats counts what a Listener holds.
@@ -85,7 +85,8 @@ func Listen(addr string, tlsConf *tls.Config, cfg *mux.Config) (*Listener, error
 	return ListenConfig{Session: cfg}.Listen(addr, tlsConf)
 }
 
-// Listen listens for bp/1 sessions on the UDP address addr. tlsConf must
+// Listen listens for bp/1 sessions on addr: host:port (UDP) for QUIC, or
+// with a transport as its scheme, as Dial takes it ("tcp://:4242"). tlsConf must
 // carry the server's certificate (see transport.ServerConfig); ALPN and
 // TLS 1.3 are set for you.
 func (lc ListenConfig) Listen(addr string, tlsConf *tls.Config) (*Listener, error) {
@@ -108,11 +109,15 @@ func (lc ListenConfig) Listen(addr string, tlsConf *tls.Config) (*Listener, erro
 	if qc.MaxConns > 0 && (qc.MaxHandshakes == 0 || qc.MaxHandshakes > qc.MaxConns) {
 		qc.MaxHandshakes = qc.MaxConns
 	}
-	ln, err := transport.ListenQUIC(addr, tlsConf, qc) // checks tlsConf
+	t, hostport, err := SplitAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := listen(t, hostport, tlsConf, qc) // checks tlsConf
 	if err != nil {
 		return nil, argError(err)
 	}
-	return &Listener{ln: ln, cfg: sess}, nil
+	return &Listener{ln: ln, cfg: sess, transport: t}, nil
 }
 
 // limit turns a ListenConfig cap into a transport one: zero means def,
@@ -161,3 +166,6 @@ func (l *Listener) Close() error { return l.ln.Close() }
 
 // Addr returns the address the listener is bound to.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Transport returns the binding the listener serves.
+func (l *Listener) Transport() Transport { return l.transport }

@@ -161,7 +161,7 @@ func (bf *benchFlags) measure(ctx context.Context, e *env, addr string) error {
 		return err
 	}
 	defer bf.observer.close()
-	sess, err := dial(ctx, addr, tlsConf, ver, cfg, bf.timeout)
+	sess, err := dial(ctx, bf.address(addr), tlsConf, ver, cfg, bf.timeout)
 	if err != nil {
 		return err
 	}

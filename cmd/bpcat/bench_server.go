@@ -58,7 +58,7 @@ func (bf *benchServerFlags) serve(ctx context.Context, e *env) error {
 		return err
 	}
 	defer bf.observer.close()
-	ln, err := bp.Listen(bf.listen, tlsConf, cfg)
+	ln, err := bp.Listen(bf.address(bf.listen), tlsConf, cfg)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", bf.listen, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bpmux/bp"
 	"github.com/bpmux/bp/mux"
 )
 
@@ -124,6 +125,7 @@ func dashed(name string) string {
 type sessionFlags struct {
 	window, maxWindow uint64
 	deadPeer          time.Duration
+	transport         string // --transport: quic, xquic or tcp
 	obs               observeFlags
 	// observer tracks the command's sessions for --metrics once
 	// startObserver has run (nil: not asked for, or not yet).
@@ -144,7 +146,17 @@ func (f *sessionFlags) register(fs *flagSet) {
 	fs.Var(windowFlag{&f.maxWindow}, "max-window", "largest receive window `SIZE` a stream auto-tunes to, up to 1GiB (default 16MiB, or --window if larger)")
 	f.deadPeer = mux.DefaultDeadPeerTimeout
 	fs.Var(durationFlag{&f.deadPeer}, "dead-peer", "give the peer up for gone when nothing is heard from it for `DURATION` (at least 1s)")
+	fs.StringVar(&f.transport, "transport", string(bp.TransportQUIC), "the `TRANSPORT` to run bp/1 over: quic (quic-go), xquic (golang.org/x/net/quic: not for production) or tcp (TLS over TCP, where UDP is blocked; a lost packet then delays every stream); both ends must use the same")
 	f.obs.register(fs)
+}
+
+// address returns hostport as bp.Dial and bp.Listen take it for the
+// --transport chosen.
+func (f *sessionFlags) address(hostport string) string {
+	if f.transport == "" || f.transport == string(bp.TransportQUIC) {
+		return hostport
+	}
+	return f.transport + "://" + hostport
 }
 
 // config returns the mux configuration for the flags, with onEvent as the
@@ -153,6 +165,11 @@ func (f *sessionFlags) config(onEvent func(mux.Event)) (*mux.Config, error) {
 	if f.deadPeer < time.Second {
 		return nil, usageErrorf("--dead-peer %v: want at least 1s", f.deadPeer)
 	}
+	t, _, err := bp.SplitAddress(f.transport + "://")
+	if err != nil || f.transport == "" {
+		return nil, usageErrorf("--transport %q: want quic, xquic or tcp", f.transport)
+	}
+	f.transport = string(t)
 	cfg := &mux.Config{InitialWindow: f.window, MaxWindow: f.maxWindow, DeadPeerTimeout: f.deadPeer, OnEvent: onEvent}
 	if err := f.obs.apply(cfg); err != nil {
 		return nil, err

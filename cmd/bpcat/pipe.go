@@ -167,7 +167,7 @@ func listen(ctx context.Context, e *env, pf *pipeFlags, st *serverTLS, cfg *mux.
 	if err != nil {
 		return err
 	}
-	ln, err := bp.Listen(addr, tlsConf, cfg)
+	ln, err := bp.Listen(pf.address(addr), tlsConf, cfg)
 	if err != nil {
 		return withContext("listen on "+addr, err)
 	}
@@ -279,7 +279,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 }
 
 func connect(ctx context.Context, e *env, pf *pipeFlags, tlsConf *tls.Config, ver *verifier, cfg *mux.Config, addr string) error {
-	sess, err := dial(ctx, addr, tlsConf, ver, cfg, pf.timeout)
+	sess, err := dial(ctx, pf.address(addr), tlsConf, ver, cfg, pf.timeout)
 	if err != nil {
 		return err
 	}
@@ -330,7 +330,10 @@ func dial(ctx context.Context, addr string, tlsConf *tls.Config, ver *verifier, 
 			return nil, xerr
 		}
 		if ctx.Err() == nil && dctx.Err() != nil {
-			return nil, fmt.Errorf("connect to %s: no answer within %v (is a bpcat listening there? it uses UDP: is UDP let through?)", addr, timeout)
+			if t, hostport, _ := bp.SplitAddress(addr); t == bp.TransportTCP {
+				return nil, fmt.Errorf("connect to %s over TCP: no answer within %v (is a bpcat --transport tcp listening there?)", hostport, timeout)
+			}
+			return nil, fmt.Errorf("connect to %s: no answer within %v (is a bpcat listening there? it uses UDP: is UDP let through? if not, try --transport tcp at both ends)", addr, timeout)
 		}
 		if ctx.Err() != nil {
 			return nil, interruption(ctx)

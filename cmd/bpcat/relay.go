@@ -109,7 +109,7 @@ func (r *relay) serve(ctx context.Context, st *serverTLS, addr, host string) err
 	if err != nil {
 		return err
 	}
-	ln, err := bp.Listen(addr, tlsConf, r.downCfg)
+	ln, err := bp.Listen(r.sf.address(addr), tlsConf, r.downCfg)
 	if err != nil {
 		return withContext("listen on "+addr, err)
 	}
@@ -143,7 +143,7 @@ func (r *relay) serve(ctx context.Context, st *serverTLS, addr, host string) err
 func (r *relay) session(ctx context.Context, down *mux.Session) {
 	defer down.Close()
 	r.sf.observer.tracker("hop", "downstream").track(down)
-	up, err := dial(ctx, r.upstream, r.tlsConf, r.ver, r.upCfg, r.timeout)
+	up, err := dial(ctx, r.sf.address(r.upstream), r.tlsConf, r.ver, r.upCfg, r.timeout)
 	if err != nil {
 		r.logf("relay: session refused: upstream: %v", oneLine(err))
 		// Not a stream error: no stream of this session can be served, a

@@ -1,0 +1,23 @@
+package interop
+
+import (
+	"context"
+	"fmt"
+)
+
+// NewNetwork returns the path kind asks for: "link" (the packet-level
+// link between two network namespaces), "proxy" (loopback proxies), or
+// "auto" (the link where it can be made, else the proxies).
+func NewNetwork(ctx context.Context, kind string) (Network, error) {
+	switch kind {
+	case "proxy":
+		return NewProxyNetwork(), nil
+	case "link", "auto":
+		n, err := NewLinkNetwork(ctx)
+		if err == nil || kind == "link" {
+			return n, err
+		}
+		return NewProxyNetwork(), nil
+	}
+	return nil, fmt.Errorf("unknown path %q (want link, proxy or auto)", kind)
+}
