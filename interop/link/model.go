@@ -57,13 +57,13 @@ type model struct {
 	epoch     int64 // when the blackhole schedule was set
 	bad       bool  // Gilbert-Elliott state
 
-	linkFree int64     // when the rate-capped link has sent all admitted
-	queue    []queued  // admitted packets not yet sent, in order
-	qHead    int       // first live entry of queue
-	qSum     int64     // bytes of the live entries
-	lastRel  int64     // release time of the last in-order packet
-	peakPkts int64     // most packets in the queue at once
-	peakB    int64     // most bytes in the queue at once
+	linkFree int64    // when the rate-capped link has sent all admitted
+	queue    []queued // admitted packets not yet sent, in order
+	qHead    int      // first live entry of queue
+	qSum     int64    // bytes of the live entries
+	lastRel  int64    // release time of the last in-order packet
+	peakPkts int64    // most packets in the queue at once
+	peakB    int64    // most bytes in the queue at once
 	scratch  [draws]uint64
 }
 
