@@ -30,7 +30,7 @@ type tcpLane struct {
 	finSent   bool         // the FIN went to the writer
 	resetErr  *LaneError   // the direction is cancelled (CancelWrite, or the peer's LANE_STOP): what Write returns
 	deadline  time.Time    // SetWriteDeadline; zero for none
-	writeWake tcpWaker        // room in out, a new deadline, or the direction ended
+	writeWake tcpWaker     // room in out, a new deadline, or the direction ended
 	sendDone  bool         // nothing more is sent, and the application knows it
 
 	// Receiving direction.
@@ -39,7 +39,7 @@ type tcpLane struct {
 	remoteReset *LaneError   // the peer's LANE_RESET arrived: what Read returns
 	readErr     *LaneError   // CancelRead: what Read returns
 	doneRead    bool         // Read returned io.EOF or the reset error
-	readWake    tcpWaker        // data, FIN or reset arrived, or CancelRead
+	readWake    tcpWaker     // data, FIN or reset arrived, or CancelRead
 	recvDone    bool         // this side reads nothing more
 
 	counted bool // a lane the peer opened, not yet credited back
