@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bpmux/bp/transport/tcpframe"
@@ -399,6 +400,7 @@ func (c *tcpConn) readLoop() {
 	}()
 	br := bufio.NewReaderSize(c.tc, tcpReadBuffer)
 	scratch := make([]byte, tcpframe.MaxData)
+	heard := false // a frame arrived
 	for {
 		f, err := readTCPFrame(br)
 		if err == nil && f.Type == tcpframe.TypeData {
@@ -411,10 +413,11 @@ func (c *tcpConn) readLoop() {
 			if errors.Is(err, tcpframe.ErrMalformed) {
 				c.abort(tcpframe.AbortFrameError, err.Error())
 			} else {
-				c.close(readError(err), nil, true)
+				c.close(readError(err, c.client && !heard), nil, true)
 			}
 			break
 		}
+		heard = true
 		c.lastRecv.Store(time.Now().UnixNano())
 		if !c.handle(f, scratch[:f.Length]) {
 			break
@@ -423,8 +426,15 @@ func (c *tcpConn) readLoop() {
 	io.Copy(io.Discard, br) // until the peer closes, or the linger deadline
 }
 
-// readError turns an error reading the socket into the connection's.
-func readError(err error) error {
+// readError turns an error reading the socket into the connection's. A
+// server that hangs up before its first frame (MAX_LANES, sent at once)
+// refused the connection: a TCPListener resets handshakes in progress
+// when it closes, and TLS 1.3 lets the client finish its handshake before
+// the server has.
+func readError(err error, refused bool) error {
+	if refused && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+		return fmt.Errorf("%w: %w: server hung up before its first frame: %w", ErrConnClosed, ErrConnRefused, err)
+	}
 	if err == io.EOF {
 		return fmt.Errorf("%w: peer closed the TCP connection without CLOSE", ErrConnClosed)
 	}
