@@ -34,6 +34,7 @@ type packet struct {
 	rel       int64   // release time
 	seq       uint64  // arrival order, breaks ties
 	corrupted bool
+	drop      bool // blackholed on departure
 }
 
 func (p *packet) before(q *packet) bool {
@@ -91,7 +92,14 @@ type counters struct {
 	loss, queue, blackhole, overflow atomic.Uint64
 	droppedBytes, corrupted          atomic.Uint64
 	reordered, writeErrs             atomic.Uint64
-	heldPeak                         atomic.Int64
+	heldPeak, waitPeak, latePeak     atomic.Int64
+}
+
+// raise makes v at least n; only one goroutine raises a given v.
+func raise(v *atomic.Int64, n int64) {
+	if n > v.Load() {
+		v.Store(n)
+	}
 }
 
 func (c *counters) drop(r reason, n int) {
@@ -218,9 +226,8 @@ func (d *dir) handle(b *[]byte, now int64) {
 		d.sleep = v.release
 	}
 	d.mu.Unlock()
-	if held > d.c.heldPeak.Load() {
-		d.c.heldPeak.Store(held) // only this goroutine stores
-	}
+	raise(&d.c.heldPeak, held) // only the reader raises these two
+	raise(&d.c.waitPeak, v.release-now)
 	if wake {
 		select {
 		case d.wake <- struct{}{}:
@@ -245,7 +252,7 @@ func (d *dir) run() {
 			pk := d.line.pop()
 			d.bytes -= int64(cap(*pk.buf))
 			if d.m.blackholed(now) {
-				pk.rel = -1 // dropped on departure
+				pk.drop = true
 			}
 			batch = append(batch, pk)
 		}
@@ -261,9 +268,12 @@ func (d *dir) run() {
 		d.mu.Unlock()
 
 		if len(batch) > 0 {
+			// The first packet of a batch is the latest: it was due
+			// first. (The writes of one batch wait for no timer.)
+			raise(&d.c.latePeak, now-batch[0].rel)
 			for i := range batch {
 				pk := &batch[i]
-				if pk.rel < 0 {
+				if pk.drop {
 					d.c.drop(dropBlackhole, len(*pk.buf))
 				} else {
 					d.write(pk)
@@ -352,5 +362,7 @@ func (d *dir) stats() DirStats {
 		QueuePeakPackets: pp,
 		QueuePeakBytes:   pb,
 		HeldPeak:         c.heldPeak.Load(),
+		WaitPeak:         time.Duration(c.waitPeak.Load()),
+		LatePeak:         time.Duration(c.latePeak.Load()),
 	}
 }

@@ -430,6 +430,13 @@ type DirStats struct {
 	// HeldPeak is the most packets the direction held at once (queue and
 	// delay line).
 	HeldPeak int64
+	// WaitPeak is the longest a packet was to stay in the link, from
+	// being read to its release time: queue, delay, jitter and
+	// reordering, as the model decided.
+	WaitPeak time.Duration
+	// LatePeak is the most a batch of due packets was taken for writing
+	// after its release time: the lateness of the scheduler's timer.
+	LatePeak time.Duration
 }
 
 // Dropped returns the number of packets dropped for any reason.
@@ -439,10 +446,10 @@ func (s DirStats) Dropped() uint64 {
 
 // String formats s on one line.
 func (s DirStats) String() string {
-	return fmt.Sprintf("in=%d (%dB) out=%d (%dB) dropped=%d (loss=%d queue=%d blackhole=%d overflow=%d, %dB) corrupted=%d reordered=%d write_errors=%d queue_peak=%dpkt/%dB held_peak=%d",
+	return fmt.Sprintf("in=%d (%dB) out=%d (%dB) dropped=%d (loss=%d queue=%d blackhole=%d overflow=%d, %dB) corrupted=%d reordered=%d write_errors=%d queue_peak=%dpkt/%dB held_peak=%d wait_peak=%v late_peak=%v",
 		s.PacketsIn, s.BytesIn, s.PacketsOut, s.BytesOut, s.Dropped(), s.DroppedLoss, s.DroppedQueue,
 		s.DroppedBlackhole, s.DroppedOverflow, s.DroppedBytes, s.Corrupted, s.Reordered, s.WriteErrors,
-		s.QueuePeakPackets, s.QueuePeakBytes, s.HeldPeak)
+		s.QueuePeakPackets, s.QueuePeakBytes, s.HeldPeak, s.WaitPeak, s.LatePeak)
 }
 
 // clamp01 maps NaN and negatives to 0 and caps at 1.

@@ -152,19 +152,27 @@ func TestRateAndQueue(t *testing.T) {
 		t.Errorf("under overload the queue peaked at %d packets and dropped %d: it never filled", st.QueuePeakPackets, st.DroppedQueue)
 	}
 	// The longest a packet can wait: a full queue of 25 drains in
-	// 25*1228 B / 1.25 MB/s = 24.6 ms, then the 15 ms delay. The margin
-	// covers the scheduler's timer and the sockets on both ends.
+	// 25*1228 B / 1.25 MB/s = 24.56 ms, then the 15 ms delay. The link's
+	// own account must hold that exactly; the latency measured between
+	// the sockets adds the way through both kernels and the scheduler's
+	// timer, so its 99th percentile gets a margin of 10 ms. Measured on
+	// a 2-core machine with both cores busy elsewhere, under -race: the
+	// median is 39.6 ms of a bound of 39.56 ms, the 99th percentile
+	// 42-43 ms, the timer up to 4.6 ms late; idle, 40.7 ms at most.
 	drain := time.Duration(float64(DefaultQueuePackets*ipSize) / float64(d.Rate) * 1e9)
-	limit := drain + d.Delay + 5*time.Millisecond
+	if st.WaitPeak > drain+d.Delay+time.Microsecond {
+		t.Errorf("the link held a packet for %v, more than queue drain %v + delay %v", st.WaitPeak, drain, d.Delay)
+	}
 	var lat []time.Duration
 	for _, a := range got {
 		lat = append(lat, a.at-a.sent)
 	}
 	slices.Sort(lat)
-	maxLat, med := lat[len(lat)-1], lat[len(lat)/2]
-	t.Logf("one-way latency under overload: median %v, max %v (drain %v + delay %v)", med, maxLat, drain, d.Delay)
-	if maxLat > limit {
-		t.Errorf("latency %v exceeds queue drain %v + delay %v + 5ms", maxLat, drain, d.Delay)
+	med, p99, maxLat := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	t.Logf("one-way latency under overload: median %v, p99 %v, max %v (drain %v + delay %v); link: wait peak %v, timer late by %v at most",
+		med, p99, maxLat, drain, d.Delay, st.WaitPeak, st.LatePeak)
+	if limit := drain + d.Delay + 10*time.Millisecond; p99 > limit {
+		t.Errorf("99th percentile latency %v exceeds queue drain %v + delay %v + 10ms", p99, drain, d.Delay)
 	}
 	if med < d.Delay+drain/2 {
 		t.Errorf("median latency %v under overload: the queue did not fill", med)
