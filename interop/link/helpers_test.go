@@ -10,9 +10,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -38,6 +41,32 @@ func needRoot(t *testing.T) {
 	}
 	if out, err := exec.Command("ip", "netns", "del", probe).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns del %s: %v: %s", probe, err, out)
+	}
+	sweepStale(t)
+}
+
+// staleName matches the namespaces these tests (and those of
+// interop/cmd/link) make: bpl, an optional word, the pid of the test
+// process, and more.
+var staleName = regexp.MustCompile(`^bpl(?:cmd|probe)?([0-9]+)(?:-.*)?$`)
+
+// sweepStale deletes the namespaces of test processes that died without
+// cleaning up (killed by a timeout, say): names are unique per process,
+// so Setup's own clean-up of leftovers would never meet them.
+func sweepStale(t *testing.T) {
+	entries, _ := os.ReadDir(netnsDir)
+	for _, e := range entries {
+		m := staleName.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue // ours, or its process lives
+		}
+		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
+			t.Logf("deleting stale namespace %s: %v: %s", e.Name(), err, out)
+		}
 	}
 }
 

@@ -473,3 +473,70 @@ func TestCommandIn(t *testing.T) {
 		t.Errorf("ip addr in A: %q lacks %s", out, want)
 	}
 }
+
+// TestReorderLive: reordered packets arrive after packets sent later,
+// as many as the link counts.
+func TestReorderLive(t *testing.T) {
+	const n = 500
+	l := newLink(t, Direction{Delay: 2 * time.Millisecond, Reorder: 0.1, ReorderBy: 5 * time.Millisecond}, Direction{})
+	srv := listenUDP(t, l)
+	base := time.Now()
+	s := startSink(srv, base)
+	conn := dialUDP(t, l, srv.LocalAddr())
+	blast(conn, 100, n, 2000, base, 5*time.Second) // one every 0.5 ms: 10 overtake a held packet
+	got := s.stop(50 * time.Millisecond)
+	st := l.Stats().AtoB
+	// A packet is late if a later one arrived before it.
+	late := 0
+	var maxSeq uint64
+	for i, a := range got {
+		if i > 0 && a.seq < maxSeq {
+			late++
+		}
+		maxSeq = max(maxSeq, a.seq)
+	}
+	t.Logf("received %d of %d, %d out of order; link reordered %d", len(got), n, late, st.Reordered)
+	if len(got) != n {
+		t.Errorf("received %d of %d", len(got), n)
+	}
+	if math.Abs(float64(st.Reordered)-0.1*n) > 3*math.Sqrt(n*0.1*0.9) {
+		t.Errorf("reordered %d of %d at 0.1", st.Reordered, n)
+	}
+	// Two held packets close together may arrive in order between
+	// themselves: each is still late relative to the packets between.
+	if late == 0 || uint64(late) > st.Reordered {
+		t.Errorf("%d packets arrived late, the link held back %d", late, st.Reordered)
+	}
+}
+
+// TestIPv6: the link carries IPv6 too, with the delay.
+func TestIPv6(t *testing.T) {
+	needRoot(t)
+	a, b := testNames(t)
+	const delay = 5 * time.Millisecond
+	l, err := Setup(context.Background(), Config{
+		A: a, B: b, AddrA: "fd00:99::1/64", AddrB: "fd00:99::2/64",
+		AtoB: Direction{Delay: delay}, BtoA: Direction{Delay: delay},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	srv := listenUDP(t, l)
+	echo(t, srv)
+	conn := dialUDP(t, l, srv.LocalAddr())
+	got := rtts(t, conn, 20, time.Second)
+	if len(got) < 18 {
+		t.Fatalf("only %d of 20 echoes over IPv6", len(got))
+	}
+	med := median(got)
+	t.Logf("IPv6 median RTT %v", med)
+	if got[0] < 2*delay || med > 2*delay+4*time.Millisecond {
+		t.Errorf("IPv6 RTT median %v (fastest %v), want about %v", med, got[0], 2*delay)
+	}
+	// No neighbour discovery or router solicitation crosses the link:
+	// the devices have no link-local addresses.
+	if st := l.Stats(); st.AtoB.PacketsIn != 20 {
+		t.Errorf("A sent %d packets over the link for 20 echoes: not only ours", st.AtoB.PacketsIn)
+	}
+}
