@@ -109,6 +109,50 @@ func TestLoss(t *testing.T) {
 	if st.PacketsIn != st.PacketsOut+st.Dropped() {
 		t.Errorf("in %d != out %d + dropped %d", st.PacketsIn, st.PacketsOut, st.Dropped())
 	}
+
+	// The same seed and the same packets again (the sequence restarts
+	// when the seed changes back): the same packets are lost, whatever
+	// their timing.
+	lostSeqs := func(got []arrival) []uint64 {
+		seen := make(map[uint64]bool, len(got))
+		for _, a := range got {
+			seen[a.seq] = true
+		}
+		var out []uint64
+		for i := uint64(0); i < n; i++ {
+			if !seen[i] {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	first := lostSeqs(got)
+	cfg := l.Config()
+	for _, seed := range []uint64{2, cfg.Seed} {
+		c := cfg
+		c.Seed = seed
+		if err := l.SetConfig(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv2 := listenUDP(t, l)
+	s2 := startSink(srv2, base)
+	conn2 := dialUDP(t, l, srv2.LocalAddr())
+	blast(conn2, 200, n, 20000, base, 5*time.Second)
+	second := lostSeqs(s2.stop(100 * time.Millisecond))
+	if !slices.Equal(first, second) {
+		t.Errorf("one seed, one packet sequence, different losses: %d and %d packets, first differing at %v",
+			len(first), len(second), firstDiff(first, second))
+	}
+}
+
+func firstDiff(a, b []uint64) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
 
 // TestRateAndQueue: a UDP blast at twice the rate cap gets through at the
