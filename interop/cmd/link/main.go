@@ -290,7 +290,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
   b->a: %v
 run programs in them with ip netns exec, for example:
   ip netns exec %s bpcat listen %v 4242
-  ip netns exec %s bpcat connect %v 4242
+  ip netns exec %s bpcat connect --pin sha256:... %v 4242
 forwarding until interrupted (SIGINT or SIGTERM removes the namespaces)
 `, cfg.A, a, devName(cfg.DevA), cfg.B, b, devName(cfg.DevB), cfg.AtoB, cfg.BtoA, cfg.B, b, cfg.A, b)
 
