@@ -38,7 +38,8 @@ func newPairQlog(t testing.TB, clientCfg, serverCfg *Config, qlogDir string) ses
 		qcfg = quicConfigFor(*serverCfg)
 	}
 	qcfg.QlogDir = qlogDir
-	ln, err := transport.ListenQUIC("127.0.0.1:0", transport.ServerConfig(cert), qcfg)
+	b := currentBinding(t)
+	ln, err := b.listen("127.0.0.1:0", transport.ServerConfig(cert), qcfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
 
@@ -60,7 +61,7 @@ func newPairQlog(t testing.TB, clientCfg, serverCfg *Config, qlogDir string) ses
 		ccfg = quicConfigFor(*clientCfg)
 	}
 	ccfg.QlogDir = qlogDir
-	cc, err := transport.DialQUIC(ctx, ln.Addr().String(), tlsConf, ccfg)
+	cc, err := b.dial(ctx, ln.Addr().String(), tlsConf, ccfg)
 	require.NoError(t, err)
 	a := <-ch
 	require.NoError(t, a.err)

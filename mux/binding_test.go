@@ -1,0 +1,79 @@
+package mux
+
+import (
+	"context"
+	"crypto/tls"
+	"os"
+	"testing"
+
+	"github.com/bpmux/bp/transport"
+)
+
+// The tests that run sessions over a real connection run over the binding
+// BP_TEST_BINDING names: quic (quic-go, the default), xquic
+// (golang.org/x/net/quic) or tcp (TLS over TCP). CI runs the package once
+// per binding. Tests that speak QUIC itself (a raw quic-go peer, QUIC
+// stream resets, QUIC windows) run on quic only, and say so when skipped.
+
+// testBinding is a binding's listen and dial, for tests.
+type testBinding struct {
+	name   string
+	listen func(addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Listener, error)
+	dial   func(ctx context.Context, addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Conn, error)
+}
+
+func bindingNamed(name string) (testBinding, bool) {
+	switch name {
+	case "", "quic":
+		return testBinding{
+			name: "quic",
+			listen: func(addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Listener, error) {
+				return transport.ListenQUIC(addr, tlsConf, qc)
+			},
+			dial: transport.DialQUIC,
+		}, true
+	case "tcp":
+		return testBinding{
+			name: "tcp",
+			listen: func(addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Listener, error) {
+				return transport.ListenTCP(addr, tlsConf, tcpConfigFor(qc))
+			},
+			dial: func(ctx context.Context, addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Conn, error) {
+				return transport.DialTCP(ctx, addr, tlsConf, tcpConfigFor(qc))
+			},
+		}, true
+	}
+	return testBinding{}, false
+}
+
+// currentBinding is the binding BP_TEST_BINDING names.
+func currentBinding(t testing.TB) testBinding {
+	t.Helper()
+	name := os.Getenv("BP_TEST_BINDING")
+	b, ok := bindingNamed(name)
+	if !ok {
+		t.Fatalf("BP_TEST_BINDING=%q: want quic, xquic or tcp", name)
+	}
+	return b
+}
+
+// requireQUICGo skips a test that speaks QUIC itself unless the binding
+// under test is quic-go's.
+func requireQUICGo(t testing.TB) {
+	t.Helper()
+	if b := currentBinding(t); b.name != "quic" {
+		t.Skipf("speaks QUIC to a quic-go server itself; the binding under test is %s", b.name)
+	}
+}
+
+// tcpConfigFor sizes the TCP binding as bp.Dial does.
+func tcpConfigFor(qc transport.QUICConfig) transport.TCPConfig {
+	win, budget := int(qc.MaxStreamWindow), int(qc.SessionBudget)
+	if win == 0 {
+		win = 16 << 20
+	}
+	if budget == 0 {
+		budget = 64 << 20
+	}
+	return transport.TCPConfig{MaxLanes: qc.MaxStreams, MaxLaneBuffer: win + 1<<20, MaxConnBuffer: max(budget, win) + 1<<20, IdleTimeout: qc.IdleTimeout}
+}
