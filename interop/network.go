@@ -14,8 +14,11 @@ func NewNetwork(ctx context.Context, kind string) (Network, error) {
 		return NewProxyNetwork(), nil
 	case "link", "auto":
 		n, err := NewLinkNetwork(ctx)
-		if err == nil || kind == "link" {
-			return n, err
+		switch {
+		case err == nil:
+			return n, nil
+		case kind == "link":
+			return nil, err
 		}
 		return NewProxyNetwork(), nil
 	}
