@@ -260,7 +260,10 @@ func (l *Link) AddrB() netip.Addr { return l.addrB }
 // RunInA runs f on a thread switched into namespace A and returns its
 // error. Sockets keep the namespace they were made in, so a listener or a
 // connection made in f can be used from any goroutine afterwards; but
-// goroutines that f starts run in the caller's namespace.
+// goroutines that f starts run in the caller's namespace, and so do the
+// sockets they make: code that dials from a goroutine of its own must make
+// its socket before starting it, or run whole in a process started by
+// CommandInA.
 func (l *Link) RunInA(f func() error) error { return RunIn(l.cfg.A, f) }
 
 // RunInB is RunInA for namespace B.
