@@ -51,6 +51,7 @@ const (
 
 var typeNames = [...]string{"LANE_DATA", "LANE_FIN", "LANE_RESET", "LANE_STOP", "MAX_LANES", "PING", "PONG", "CLOSE", "ABORT"}
 
+// String returns the frame type's name, as SPEC.md writes it.
 func (t Type) String() string {
 	if int(t) < len(typeNames) {
 		return typeNames[t]
