@@ -121,7 +121,10 @@ func resolveUDP(ctx context.Context, addr string) ([]netip.AddrPort, error) {
 func dialOne(ctx context.Context, target netip.AddrPort, tlsConf *tls.Config, qconf *quic.Config) (*quic.Conn, error) {
 	dctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go probeUnreachable(dctx, target, func() { cancel(errPortUnreachable) })
+	// The probe's socket is made here, on the caller's thread, as QUIC's
+	// own is: a caller that switched its thread into another network
+	// namespace must probe from that namespace too.
+	startProbe(dctx, target, func() { cancel(errPortUnreachable) })
 	c, err := quic.DialAddr(dctx, target.String(), tlsConf, qconf)
 	if err == nil {
 		return c, nil
@@ -135,16 +138,28 @@ func dialOne(ctx context.Context, target netip.AddrPort, tlsConf *tls.Config, qc
 	return nil, connError(err)
 }
 
-// probeUnreachable sends tiny datagrams to target from a connected UDP
-// socket, on which the kernel reports an ICMP port unreachable as
-// ECONNREFUSED, until ctx ends; it calls refused if that happens. A server
-// drops such a datagram: it is too short to be a QUIC packet. The probe
-// ends with ctx, and after probeRounds rounds at most.
-func probeUnreachable(ctx context.Context, target netip.AddrPort, refused func()) {
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target))
-	if err != nil {
-		return
+// startProbe makes the probe's socket on the caller's thread and runs
+// probeConn in a goroutine of its own.
+func startProbe(ctx context.Context, target netip.AddrPort, refused func()) {
+	if conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target)); err == nil {
+		go probeConn(ctx, conn, refused)
 	}
+}
+
+// probeUnreachable is startProbe run from a goroutine of its own: its
+// socket is made on that goroutine's thread, so it suits callers that
+// have not moved theirs into another network namespace.
+func probeUnreachable(ctx context.Context, target netip.AddrPort, refused func()) {
+	startProbe(ctx, target, refused)
+}
+
+// probeConn sends tiny datagrams to the target from conn, a
+// connected UDP socket, on which the kernel reports an ICMP port
+// unreachable as ECONNREFUSED, until ctx ends; it calls refused if that
+// happens. A server drops such a datagram: it is too short to be a QUIC
+// packet. The probe ends with ctx, and after probeRounds rounds at most;
+// it closes conn.
+func probeConn(ctx context.Context, conn *net.UDPConn, refused func()) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	defer stop()
