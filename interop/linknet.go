@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"syscall"
 
 	"github.com/bpmux/bp"
 	"github.com/bpmux/bp/interop/link"
@@ -21,6 +25,7 @@ type LinkNetwork struct {
 // that concurrent runs do not meet) and the link between them. It needs
 // root and /dev/net/tun; the error says what is missing.
 func NewLinkNetwork(ctx context.Context) (*LinkNetwork, error) {
+	sweepStale()
 	pid := os.Getpid()
 	l, err := link.Setup(ctx, link.Config{
 		A: fmt.Sprintf("bpic%d", pid), B: fmt.Sprintf("bpis%d", pid),
@@ -31,6 +36,28 @@ func NewLinkNetwork(ctx context.Context) (*LinkNetwork, error) {
 		return nil, fmt.Errorf("the packet-level link: %w", err)
 	}
 	return &LinkNetwork{l: l}, nil
+}
+
+// staleName matches the namespaces NewLinkNetwork makes: bpic or bpis
+// and the pid of the process that made them.
+var staleName = regexp.MustCompile(`^bpi[cs]([0-9]+)$`)
+
+// sweepStale deletes the namespaces of runs whose process died without
+// cleaning up (killed, say): names are unique per process, so Setup's own
+// clean-up of leftovers of the same name never meets them.
+func sweepStale() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		m := staleName.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue // ours, or its process lives
+		}
+		exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
 }
 
 // Name is "link".
