@@ -150,9 +150,10 @@ func (c TCPConfig) settings() tcpSettings {
 // errNothingListening is the cause of a TCP connect the host refused.
 var errNothingListening = errors.New("nothing listening (TCP connection refused)")
 
-// errResetInHandshake is the cause of a handshake the server cut short
-// with a TCP reset, as a TCPListener does over its caps or once closed.
-var errResetInHandshake = errors.New("server reset the connection during the TLS handshake")
+// errServerReset is the cause of a connection the server cut short with a
+// TCP reset before the TLS handshake completed, as a TCPListener does over
+// its caps or once closed.
+var errServerReset = errors.New("server reset the connection before the TLS handshake completed")
 
 // DialTCP opens a TLS 1.3 connection over TCP to addr (host:port) for a
 // bp/1 session, for networks where QUIC's UDP does not pass. tlsConf must
@@ -247,12 +248,12 @@ func dialTCPOne(ctx context.Context, target netip.AddrPort, conf *tls.Config, se
 	var d net.Dialer
 	raw, err := d.DialContext(hctx, "tcp", target.String())
 	if err != nil {
-		return nil, dialError(ctx, hctx, err, errNothingListening)
+		return nil, dialError(ctx, hctx, err)
 	}
 	tc := tls.Client(raw, conf)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
-		return nil, dialError(ctx, hctx, err, errResetInHandshake)
+		return nil, dialError(ctx, hctx, err)
 	}
 	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
 		raw.Close()
@@ -262,16 +263,16 @@ func dialTCPOne(ctx context.Context, target netip.AddrPort, conf *tls.Config, se
 }
 
 // dialError classifies a failed connect or handshake: the caller's
-// context, a refusal (refused is its cause), a timeout, or another
-// failure.
-func dialError(ctx, hctx context.Context, err, refused error) error {
+// context, nothing listening, a refusal by the server, a timeout, or
+// another failure.
+func dialError(ctx, hctx context.Context, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("%w: %w", ctx.Err(), err)
-	case errors.Is(err, syscall.ECONNREFUSED) && refused == errNothingListening:
+	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("%w: %w: %w", ErrConnRefused, errNothingListening, err)
 	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
-		return fmt.Errorf("%w: %w: %w: %w", ErrConnClosed, ErrConnRefused, refused, err)
+		return fmt.Errorf("%w: %w: %w: %w", ErrConnClosed, ErrConnRefused, errServerReset, err)
 	case hctx.Err() != nil:
 		return fmt.Errorf("%w: %w: %w", ErrConnClosed, ErrIdleTimeout, err)
 	}

@@ -337,6 +337,7 @@ func TestTCPListenerMaxHandshakes(t *testing.T) {
 	c, err := pin.dial(t, addr, TCPConfig{})
 	require.NoError(t, err)
 	c.CloseWithError(0, "")
+	require.Eventually(t, func() bool { return ln.Stats().Handshaking == 0 }, tcpTestTimeout, time.Millisecond)
 
 	// A handshake in progress when the listener closes is reset.
 	silent, err = net.Dial("tcp", addr)
