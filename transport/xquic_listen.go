@@ -94,8 +94,8 @@ type XQUICListener struct {
 	addr     net.Addr
 	maxConns int
 	queue    chan xquicQueued // established, waiting for Accept
-	closing  chan struct{}   // closed by Close
-	pumped   chan struct{}   // closed when pump returns
+	closing  chan struct{}    // closed by Close
+	pumped   chan struct{}    // closed when pump returns
 
 	mu        sync.Mutex
 	pending   int    // in queue
