@@ -54,7 +54,8 @@ type impl struct {
 }
 
 var impls = []impl{
-	{name: "ours", udp: true, budget: func(int) int64 { return 64 << 20 }, listen: listenOurs, dial: dialOurs},
+	{name: "ours", udp: true, budget: func(int) int64 { return 64 << 20 }, listen: listenOurs(bp.TransportQUIC), dial: dialOurs(bp.TransportQUIC)},
+	{name: "ours-tcp", budget: func(int) int64 { return 64 << 20 }, listen: listenOurs(bp.TransportTCP), dial: dialOurs(bp.TransportTCP)},
 	{name: "quic-go", udp: true, budget: func(int) int64 { return 15 << 20 }, listen: listenQUIC(false), dial: dialQUIC(false)},
 	{name: "quic-go-large", udp: true, budget: func(int) int64 { return 256 << 20 }, listen: listenQUIC(true), dial: dialQUIC(true)},
 	{name: "yamux", budget: func(n int) int64 { return int64(n) * 256 << 10 }, listen: listenYamux, dial: dialYamux},
@@ -73,7 +74,7 @@ func implByName(name string) (impl, bool) {
 
 const benchALPN = "bp-bench"
 
-// ---- ours: bp/1 over quic-go, default configuration ----
+// ---- ours: bp/1 over quic-go (and over TCP+TLS), default configuration ----
 
 func oursConfig(o opts) *mux.Config {
 	if !o.manyStreams {
@@ -91,16 +92,19 @@ type oursServer struct {
 	cancel context.CancelFunc
 }
 
-func listenOurs(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (server, error) {
-	ln, err := bp.Listen("127.0.0.1:0", transport.ServerConfig(cert), oursConfig(o))
-	if err != nil {
-		return nil, err
+// listenOurs listens for bp/1 over transport t.
+func listenOurs(t bp.Transport) func(tls.Certificate, opts, func(io.ReadWriteCloser)) (server, error) {
+	return func(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (server, error) {
+		ln, err := bp.Listen(string(t)+"://127.0.0.1:0", transport.ServerConfig(cert), oursConfig(o))
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go acceptEach(func() (*mux.Session, error) { return ln.Accept(ctx) }, func(sess *mux.Session) {
+			acceptEach(func() (io.ReadWriteCloser, error) { return sess.Accept(ctx) }, handle)
+		})
+		return &oursServer{ln: ln, cancel: cancel}, nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go acceptEach(func() (*mux.Session, error) { return ln.Accept(ctx) }, func(sess *mux.Session) {
-		acceptEach(func() (io.ReadWriteCloser, error) { return sess.Accept(ctx) }, handle)
-	})
-	return &oursServer{ln: ln, cancel: cancel}, nil
 }
 
 func (s *oursServer) Addr() string { return s.ln.Addr().String() }
@@ -108,12 +112,15 @@ func (s *oursServer) Close() error { s.cancel(); return s.ln.Close() }
 
 type oursClient struct{ sess *mux.Session }
 
-func dialOurs(ctx context.Context, addr string, tlsConf *tls.Config, o opts) (client, error) {
-	sess, err := bp.Dial(ctx, addr, tlsConf, oursConfig(o))
-	if err != nil {
-		return nil, err
+// dialOurs dials bp/1 over transport t.
+func dialOurs(t bp.Transport) func(context.Context, string, *tls.Config, opts) (client, error) {
+	return func(ctx context.Context, addr string, tlsConf *tls.Config, o opts) (client, error) {
+		sess, err := bp.Dial(ctx, string(t)+"://"+addr, tlsConf, oursConfig(o))
+		if err != nil {
+			return nil, err
+		}
+		return &oursClient{sess}, nil
 	}
-	return &oursClient{sess}, nil
 }
 
 func (c *oursClient) Open(ctx context.Context) (io.ReadWriteCloser, error) { return c.sess.Open(ctx) }

@@ -330,6 +330,18 @@ func (r *runner) goals() []string {
 			out = append(out, fmt.Sprintf("%-18s time_to_90 ours - %s = %+.2f s (goal <= +0.25 s): %s", "rtt50-1", ref, a-b, mark(a-b <= 0.25)))
 		}
 	}
+	// The TCP+TLS binding against the fastest TCP multiplexer of the run.
+	if a, ok := med("loopback-1", "ours-tcp", "throughput"); ok {
+		best, name := 0.0, ""
+		for _, ref := range []string{"smux", "yamux"} {
+			if b, ok := med("loopback-1", ref, "throughput"); ok && b > best {
+				best, name = b, ref
+			}
+		}
+		if best > 0 {
+			out = append(out, fmt.Sprintf("%-18s throughput ours-tcp/%s = %.3f (goal >= 1.00, the fastest of smux and yamux): %s", "loopback-1", name, a/best, mark(a/best >= 1)))
+		}
+	}
 	atLeast("stall-isolation", "fraction", 0.95, ">= 0.95")
 	atMost("resume-latency", "rtts", 1.5, "<= 1.5")
 	atMost("idle-streams", "bytes_per_stream", 4096, "<= 4096")
