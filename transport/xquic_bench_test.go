@@ -20,17 +20,17 @@ import (
 func BenchmarkXQUICLane(b *testing.B) {
 	const chunk = 64 << 10
 	b.Run("lane", func(b *testing.B) {
-		benchLane(b, stackPairs[0], chunk)
+		xqBenchLane(b, xqStackPairs[0], chunk)
 	})
 	b.Run("plain", func(b *testing.B) {
-		benchPlainXQUIC(b, chunk)
+		xqBenchPlain(b, chunk)
 	})
 	b.Run("quic-go-lane", func(b *testing.B) {
-		benchLane(b, stackPair{"quicgo-quicgo", DialQUIC, listenQUIC}, chunk)
+		xqBenchLane(b, xqStackPair{"quicgo-quicgo", DialQUIC, xqListenQ}, chunk)
 	})
 }
 
-func benchLane(b *testing.B, p stackPair, chunk int) {
+func xqBenchLane(b *testing.B, p xqStackPair, chunk int) {
 	c, s := p.connect(b, QUICConfig{})
 	ctx := xctx(b)
 	l, err := c.OpenLane(ctx)
@@ -58,7 +58,7 @@ func benchLane(b *testing.B, p stackPair, chunk int) {
 	require.Equal(b, int64(b.N*chunk+1), n)
 }
 
-func benchPlainXQUIC(b *testing.B, chunk int) {
+func xqBenchPlain(b *testing.B, chunk int) {
 	cert, err := SelfSigned("127.0.0.1")
 	require.NoError(b, err)
 	cfg := QUICConfig{}

@@ -98,7 +98,7 @@ func TestXQUICWindowsDoNotGovern(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 64 MiB per pairing")
 	}
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		ctx := xctx(t)
 		var wg sync.WaitGroup
@@ -133,21 +133,21 @@ func TestXQUICWindowsDoNotGovern(t *testing.T) {
 	})
 }
 
-// lossyConn is a socket that can stop sending and receiving: the peer
+// xqLossyConn is a socket that can stop sending and receiving: the peer
 // vanishes without a CONNECTION_CLOSE.
-type lossyConn struct {
+type xqLossyConn struct {
 	net.PacketConn
 	drop atomic.Bool
 }
 
-func (c *lossyConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+func (c *xqLossyConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if c.drop.Load() {
 		return len(p), nil
 	}
 	return c.PacketConn.WriteTo(p, addr)
 }
 
-func (c *lossyConn) ReadFrom(p []byte) (int, net.Addr, error) {
+func (c *xqLossyConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil || !c.drop.Load() {
@@ -230,7 +230,7 @@ func TestXQUICIdleTimeoutClient(t *testing.T) {
 
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
-	lc := &lossyConn{PacketConn: udp}
+	lc := &xqLossyConn{PacketConn: udp}
 	cfg := QUICConfig{IdleTimeout: idle}
 	conf := cfg.XQUICConfig(&tls.Config{InsecureSkipVerify: true})
 	target := ln.Addr().(*net.UDPAddr).AddrPort()
@@ -317,7 +317,7 @@ func TestXQUICDialRefusedByQUICGo(t *testing.T) {
 }
 
 func TestXQUICPinMismatch(t *testing.T) {
-	for _, listen := range []func(string, *tls.Config, QUICConfig) (Listener, error){listenXQUIC, listenQUIC} {
+	for _, listen := range []func(string, *tls.Config, QUICConfig) (Listener, error){xqListenX, xqListenQ} {
 		cert, err := SelfSigned("127.0.0.1")
 		require.NoError(t, err)
 		ln, err := listen("127.0.0.1:0", ServerConfig(cert), QUICConfig{})

@@ -23,43 +23,43 @@ import (
 // x/net/quic client and a quic-go server, a quic-go client and an
 // x/net/quic server, and x/net/quic at both ends.
 
-const muxTimeout = 20 * time.Second
+const xqMuxTimeout = 20 * time.Second
 
-func muxCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), muxTimeout)
+func xqMuxCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), xqMuxTimeout)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-type stacks struct {
+type xqStacks struct {
 	name   string
 	dial   func(context.Context, string, *tls.Config, transport.QUICConfig) (transport.Conn, error)
 	listen func(string, *tls.Config, transport.QUICConfig) (transport.Listener, error)
 }
 
-var muxStacks = []stacks{
-	{"xquic-client-quicgo-server", transport.DialXQUIC, listenQUIC},
-	{"quicgo-client-xquic-server", transport.DialQUIC, listenXQUIC},
-	{"xquic-both", transport.DialXQUIC, listenXQUIC},
+var xqMuxStacks = []xqStacks{
+	{"xquic-client-quicgo-server", transport.DialXQUIC, xqListenQ},
+	{"quicgo-client-xquic-server", transport.DialQUIC, xqListenX},
+	{"xquic-both", transport.DialXQUIC, xqListenX},
 }
 
-func listenXQUIC(addr string, conf *tls.Config, cfg transport.QUICConfig) (transport.Listener, error) {
+func xqListenX(addr string, conf *tls.Config, cfg transport.QUICConfig) (transport.Listener, error) {
 	return transport.ListenXQUIC(addr, conf, cfg)
 }
 
-func listenQUIC(addr string, conf *tls.Config, cfg transport.QUICConfig) (transport.Listener, error) {
+func xqListenQ(addr string, conf *tls.Config, cfg transport.QUICConfig) (transport.Listener, error) {
 	return transport.ListenQUIC(addr, conf, cfg)
 }
 
-func eachStacks(t *testing.T, f func(t *testing.T, st stacks)) {
-	for _, st := range muxStacks {
+func xqEachStacks(t *testing.T, f func(t *testing.T, st xqStacks)) {
+	for _, st := range xqMuxStacks {
 		t.Run(st.name, func(t *testing.T) { f(t, st) })
 	}
 }
 
 // sessions connects two mux sessions over st, with cfg (nil for the
 // defaults) at both ends and QUIC sized for it, as mux/pair_test.go does.
-func (st stacks) sessions(t testing.TB, cfg *mux.Config) (client, server *mux.Session) {
+func (st xqStacks) sessions(t testing.TB, cfg *mux.Config) (client, server *mux.Session) {
 	t.Helper()
 	var qcfg transport.QUICConfig
 	if cfg != nil {
@@ -70,7 +70,7 @@ func (st stacks) sessions(t testing.TB, cfg *mux.Config) (client, server *mux.Se
 	ln, err := st.listen("127.0.0.1:0", transport.ServerConfig(cert), qcfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
-	ctx := muxCtx(t)
+	ctx := xqMuxCtx(t)
 	accepted := make(chan transport.Conn, 1)
 	go func() {
 		c, err := ln.Accept(ctx)
@@ -96,8 +96,8 @@ func (st stacks) sessions(t testing.TB, cfg *mux.Config) (client, server *mux.Se
 	return client, server
 }
 
-// pattern returns n bytes that differ from stream to stream.
-func pattern(seed, n int) []byte {
+// xqPattern returns n bytes that differ from stream to stream.
+func xqPattern(seed, n int) []byte {
 	b := make([]byte, n)
 	for i := range b {
 		b[i] = byte(i*31 + i>>9 + seed*7)
@@ -105,9 +105,9 @@ func pattern(seed, n int) []byte {
 	return b
 }
 
-// sendRecv writes out on s and closes its writing half, while reading s
+// xqSendRecv writes out on s and closes its writing half, while reading s
 // to the end; it returns the sha256 of what was read.
-func sendRecv(s *mux.Stream, out []byte) (sum [sha256.Size]byte, n int64, err error) {
+func xqSendRecv(s *mux.Stream, out []byte) (sum [sha256.Size]byte, n int64, err error) {
 	werr := make(chan error, 1)
 	go func() {
 		_, err := s.Write(out)
@@ -128,9 +128,9 @@ func sendRecv(s *mux.Stream, out []byte) (sum [sha256.Size]byte, n int64, err er
 // TestXQUICMuxTransfer moves data both ways at once on several streams
 // opened from both ends, and checks every byte by sha256.
 func TestXQUICMuxTransfer(t *testing.T) {
-	eachStacks(t, func(t *testing.T, st stacks) {
+	xqEachStacks(t, func(t *testing.T, st xqStacks) {
 		client, server := st.sessions(t, nil)
-		ctx := muxCtx(t)
+		ctx := xqMuxCtx(t)
 		const streams, size = 4, 4 << 20
 		type end struct {
 			opener, acceptor *mux.Session
@@ -144,7 +144,7 @@ func TestXQUICMuxTransfer(t *testing.T) {
 				if e.name == "server" {
 					seed += streams
 				}
-				up, down := pattern(seed, size), pattern(seed+100, size)
+				up, down := xqPattern(seed, size), xqPattern(seed+100, size)
 				wg.Add(2)
 				go func() { // the opener
 					defer wg.Done()
@@ -153,7 +153,7 @@ func TestXQUICMuxTransfer(t *testing.T) {
 						errs <- fmt.Errorf("%s open %d: %w", e.name, i, err)
 						return
 					}
-					sum, n, err := sendRecv(s, up)
+					sum, n, err := xqSendRecv(s, up)
 					switch {
 					case err != nil:
 						errs <- fmt.Errorf("%s stream %d: %w", e.name, i, err)
@@ -175,8 +175,8 @@ func TestXQUICMuxTransfer(t *testing.T) {
 					}
 					var want, reply []byte
 					for j := range 2 * streams {
-						if p := pattern(j, size); bytes.Equal(p[:64], head) {
-							want, reply = p, pattern(j+100, size)
+						if p := xqPattern(j, size); bytes.Equal(p[:64], head) {
+							want, reply = p, xqPattern(j+100, size)
 						}
 					}
 					if want == nil {
@@ -200,7 +200,7 @@ func TestXQUICMuxTransfer(t *testing.T) {
 					switch {
 					case err != nil:
 						errs <- err
-					case n+64 != size || !bytes.Equal(h.Sum(nil), sumOf(want)):
+					case n+64 != size || !bytes.Equal(h.Sum(nil), xqSumOf(want)):
 						errs <- fmt.Errorf("accepted stream: read %d bytes, sha256 differs", n+64)
 					}
 					s.Close()
@@ -217,7 +217,7 @@ func TestXQUICMuxTransfer(t *testing.T) {
 	})
 }
 
-func sumOf(b []byte) []byte {
+func xqSumOf(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
 }
@@ -225,9 +225,9 @@ func sumOf(b []byte) []byte {
 // TestXQUICMuxReset: a stream reset by either end reaches the other as a
 // *mux.StreamError with the code, and the session goes on.
 func TestXQUICMuxReset(t *testing.T) {
-	eachStacks(t, func(t *testing.T, st stacks) {
+	xqEachStacks(t, func(t *testing.T, st xqStacks) {
 		client, server := st.sessions(t, nil)
-		ctx := muxCtx(t)
+		ctx := xqMuxCtx(t)
 		for _, resetter := range []string{"opener", "acceptor"} {
 			c, err := client.Open(ctx)
 			require.NoError(t, err)
@@ -261,8 +261,8 @@ func TestXQUICMuxReset(t *testing.T) {
 		}()
 		c, err := client.Open(ctx)
 		require.NoError(t, err)
-		msg := pattern(1, 1<<20)
-		sum, n, err := sendRecv(c, msg)
+		msg := xqPattern(1, 1<<20)
+		sum, n, err := xqSendRecv(c, msg)
 		require.NoError(t, err)
 		assert.EqualValues(t, len(msg), n)
 		assert.Equal(t, sha256.Sum256(msg), sum)
@@ -272,9 +272,9 @@ func TestXQUICMuxReset(t *testing.T) {
 // TestXQUICMuxShutdown: a graceful Shutdown lets the stream in progress
 // finish, then both sessions end with NO_ERROR.
 func TestXQUICMuxShutdown(t *testing.T) {
-	eachStacks(t, func(t *testing.T, st stacks) {
+	xqEachStacks(t, func(t *testing.T, st xqStacks) {
 		client, server := st.sessions(t, nil)
-		ctx := muxCtx(t)
+		ctx := xqMuxCtx(t)
 		c, err := client.Open(ctx)
 		require.NoError(t, err)
 		_, err = c.Write([]byte("x"))
@@ -284,7 +284,7 @@ func TestXQUICMuxShutdown(t *testing.T) {
 
 		done := make(chan error, 1)
 		go func() { done <- server.Shutdown(ctx) }()
-		msg := pattern(3, 2<<20)
+		msg := xqPattern(3, 2<<20)
 		go func() {
 			c.Write(msg)
 			c.CloseWrite()
@@ -317,10 +317,10 @@ func TestXQUICMuxShutdown(t *testing.T) {
 // limit: each finished stream must give its QUIC stream back, in both
 // directions, which x/net/quic does only once both halves are closed.
 func TestXQUICMuxLaneReuse(t *testing.T) {
-	eachStacks(t, func(t *testing.T, st stacks) {
+	xqEachStacks(t, func(t *testing.T, st xqStacks) {
 		const maxStreams, n = 3, 40
 		client, server := st.sessions(t, &mux.Config{MaxStreams: maxStreams})
-		ctx := muxCtx(t)
+		ctx := xqMuxCtx(t)
 		go func() {
 			for {
 				s, err := server.Accept(ctx)

@@ -29,38 +29,38 @@ func xctx(t testing.TB) context.Context {
 	return ctx
 }
 
-// stackPair names which QUIC stack dials and which listens.
-type stackPair struct {
+// xqStackPair names which QUIC stack dials and which listens.
+type xqStackPair struct {
 	name   string
 	dial   func(context.Context, string, *tls.Config, QUICConfig) (Conn, error)
 	listen func(string, *tls.Config, QUICConfig) (Listener, error)
 }
 
-func listenXQUIC(addr string, conf *tls.Config, cfg QUICConfig) (Listener, error) {
+func xqListenX(addr string, conf *tls.Config, cfg QUICConfig) (Listener, error) {
 	return ListenXQUIC(addr, conf, cfg)
 }
 
-func listenQUIC(addr string, conf *tls.Config, cfg QUICConfig) (Listener, error) {
+func xqListenQ(addr string, conf *tls.Config, cfg QUICConfig) (Listener, error) {
 	return ListenQUIC(addr, conf, cfg)
 }
 
-// stackPairs are the pairings with x/net/quic on at least one side.
-var stackPairs = []stackPair{
-	{"xquic-xquic", DialXQUIC, listenXQUIC},
-	{"xquic-to-quicgo", DialXQUIC, listenQUIC},
-	{"quicgo-to-xquic", DialQUIC, listenXQUIC},
+// xqStackPairs are the pairings with x/net/quic on at least one side.
+var xqStackPairs = []xqStackPair{
+	{"xquic-xquic", DialXQUIC, xqListenX},
+	{"xquic-to-quicgo", DialXQUIC, xqListenQ},
+	{"quicgo-to-xquic", DialQUIC, xqListenX},
 }
 
-// eachPair runs f as a subtest for every stack pairing.
-func eachPair(t *testing.T, f func(t *testing.T, p stackPair)) {
-	for _, p := range stackPairs {
+// xqEachPair runs f as a subtest for every stack pairing.
+func xqEachPair(t *testing.T, f func(t *testing.T, p xqStackPair)) {
+	for _, p := range xqStackPairs {
 		t.Run(p.name, func(t *testing.T) { f(t, p) })
 	}
 }
 
 // connect dials a fresh listener of p with cfg on both sides and returns
 // both ends; both close when the test ends.
-func (p stackPair) connect(t testing.TB, cfg QUICConfig) (client, server Conn) {
+func (p xqStackPair) connect(t testing.TB, cfg QUICConfig) (client, server Conn) {
 	t.Helper()
 	cert, err := SelfSigned("127.0.0.1")
 	require.NoError(t, err)
@@ -123,14 +123,14 @@ func xRequireAppErr(t *testing.T, err error, code uint64, remote bool) {
 	assert.Equal(t, remote, ae.Remote, "remote")
 }
 
-// smallWindow makes QUIC's windows small (bp/1's window plus the 1 MiB
+// xqSmallWindow makes QUIC's windows small (bp/1's window plus the 1 MiB
 // slack), so that a writer whose peer does not read blocks soon.
-var smallWindow = QUICConfig{MaxStreamWindow: 64 << 10, SessionBudget: 64 << 10}
+var xqSmallWindow = QUICConfig{MaxStreamWindow: 64 << 10, SessionBudget: 64 << 10}
 
-// fillUntilBlocked writes to l from a goroutine until a Write has not
+// xqFillUntilBlocked writes to l from a goroutine until a Write has not
 // returned for a while (QUIC's window is full), and returns the channel
 // on which that Write's result arrives.
-func fillUntilBlocked(t *testing.T, l Lane) <-chan error {
+func xqFillUntilBlocked(t *testing.T, l Lane) <-chan error {
 	t.Helper()
 	errc := make(chan error, 1)
 	progress := make(chan struct{}, 1)
@@ -160,7 +160,7 @@ func fillUntilBlocked(t *testing.T, l Lane) <-chan error {
 }
 
 func TestXQUICConnBasics(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		assert.True(t, c.IsClient())
 		assert.False(t, s.IsClient())
@@ -175,7 +175,7 @@ func TestXQUICConnBasics(t *testing.T) {
 }
 
 func TestXQUICLaneIO(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		lc, ls := xOpenAccept(t, c, s, "hello")
 		_, err := ls.Write([]byte("world"))
@@ -207,7 +207,7 @@ func TestXQUICLaneIO(t *testing.T) {
 }
 
 func TestXQUICEOFAfterCloseWrite(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		lc, ls := xOpenAccept(t, c, s, "x")
 		_, err := lc.Write([]byte("buffered data"))
@@ -244,7 +244,7 @@ func TestXQUICEOFAfterCloseWrite(t *testing.T) {
 }
 
 func TestXQUICCancelWrite(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		lc, ls := xOpenAccept(t, c, s, "x")
 
@@ -281,10 +281,10 @@ func TestXQUICCancelWrite(t *testing.T) {
 // TestXQUICCancelWriteUnblocks: a Write held by a full QUIC window returns
 // as soon as CancelWrite is called from another goroutine.
 func TestXQUICCancelWriteUnblocks(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
-		c, s := p.connect(t, smallWindow)
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
+		c, s := p.connect(t, xqSmallWindow)
 		lc, _ := xOpenAccept(t, c, s, "x")
-		errc := fillUntilBlocked(t, lc)
+		errc := xqFillUntilBlocked(t, lc)
 		lc.CancelWrite(5)
 		select {
 		case err := <-errc:
@@ -296,13 +296,13 @@ func TestXQUICCancelWriteUnblocks(t *testing.T) {
 }
 
 func TestXQUICCancelRead(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
-		c, s := p.connect(t, smallWindow)
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
+		c, s := p.connect(t, xqSmallWindow)
 		lc, ls := xOpenAccept(t, c, s, "x")
 
 		// A Write blocked on a full window is woken by the peer's
 		// CancelRead.
-		errc := fillUntilBlocked(t, lc)
+		errc := xqFillUntilBlocked(t, lc)
 		ls.CancelRead(9)
 		xRequireLaneErr(t, <-errc, 9, true)
 		_, err := lc.Write([]byte("more"))
@@ -333,7 +333,7 @@ func TestXQUICCancelRead(t *testing.T) {
 }
 
 func TestXQUICControlLane(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		ctx := xctx(t)
 		ctl, err := c.OpenControl(ctx)
@@ -373,7 +373,7 @@ func TestXQUICControlLane(t *testing.T) {
 }
 
 func TestXQUICAcceptOrder(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		ctx := xctx(t)
 		var lanes []Lane
@@ -415,7 +415,7 @@ func TestXQUICAcceptOrder(t *testing.T) {
 // and a lane gives its slot back once both its halves are finished:
 // read to the end and closed for writing, or cancelled both ways.
 func TestXQUICMaxLanes(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{MaxStreams: 2})
 		ctx := xctx(t)
 		c1, s1 := xOpenAccept(t, c, s, "1")
@@ -461,8 +461,8 @@ func TestXQUICMaxLanes(t *testing.T) {
 }
 
 func TestXQUICWriteDeadline(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
-		c, s := p.connect(t, smallWindow)
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
+		c, s := p.connect(t, xqSmallWindow)
 		lc, ls := xOpenAccept(t, c, s, "x")
 
 		// A Write blocked on a full window fails at the deadline.
@@ -482,7 +482,7 @@ func TestXQUICWriteDeadline(t *testing.T) {
 
 		// Moving the deadline wakes a blocked Write.
 		require.NoError(t, lc.SetWriteDeadline(time.Time{}))
-		errc := fillUntilBlocked(t, lc)
+		errc := xqFillUntilBlocked(t, lc)
 		require.NoError(t, lc.SetWriteDeadline(time.Now()))
 		require.ErrorIs(t, <-errc, os.ErrDeadlineExceeded)
 
@@ -506,7 +506,7 @@ func TestXQUICWriteDeadline(t *testing.T) {
 // *ApplicationError with that code, Remote on the side that did not
 // close.
 func TestXQUICCloseWakesEverything(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		for _, closer := range []string{"client", "server"} {
 			t.Run(closer, func(t *testing.T) {
 				c, s := p.connect(t, QUICConfig{MaxStreams: 1})
@@ -588,7 +588,7 @@ func TestXQUICCloseWakesEverything(t *testing.T) {
 
 // TestXQUICPeerCloseReason: the peer's code and reason arrive.
 func TestXQUICPeerCloseReason(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		l, err := c.OpenLane(xctx(t))
 		require.NoError(t, err)
@@ -603,7 +603,7 @@ func TestXQUICPeerCloseReason(t *testing.T) {
 }
 
 func TestXQUICContextCancel(t *testing.T) {
-	eachPair(t, func(t *testing.T, p stackPair) {
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
 		ctx, cancel := context.WithCancel(xctx(t))
 		errc := make(chan error, 1)
