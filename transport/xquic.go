@@ -233,6 +233,8 @@ type xquicConn struct {
 	ended    chan struct{} // closed once x/net/quic has finished with the connection
 	onEnded  func()        // called then, if set
 
+	gone context.Context // cancelled from the start: Wait with it only peeks
+
 	mu  sync.Mutex
 	err error // why the connection closed, once it has
 }
@@ -253,6 +255,9 @@ func newXQUICConn(qc *xquic.Conn, ep *xquic.Endpoint, local net.Addr, client boo
 		ended:   make(chan struct{}),
 		onEnded: onEnded,
 	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.gone = gone
 	ctx, stop := context.WithCancel(context.Background())
 	c.stop = stop
 	go c.pump(ctx)
@@ -363,9 +368,7 @@ func (c *xquicConn) closedErr() error {
 	select {
 	case <-c.done:
 	default:
-		gone, cancel := context.WithCancel(context.Background())
-		cancel()
-		if err := c.qc.Wait(gone); errors.Is(err, context.Canceled) {
+		if err := c.qc.Wait(c.gone); errors.Is(err, context.Canceled) {
 			return nil // still open
 		} else {
 			c.fail(xquicConnError(err))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -405,4 +406,64 @@ func TestXQUICListenerCaps(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	require.ErrorIs(t, last, ErrConnRefused)
+}
+
+// TestXQUICKeepaliveHoldsIdleConn: a connection with nothing to say
+// outlives several idle timeouts, kept alive by QUIC's PINGs every third
+// of it.
+func TestXQUICKeepaliveHoldsIdleConn(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	xqEachPair(t, func(t *testing.T, p xqStackPair) {
+		c, s := p.connect(t, QUICConfig{IdleTimeout: idle})
+		lc, ls := xOpenAccept(t, c, s, "x")
+		time.Sleep(4 * idle)
+		select {
+		case <-c.Done():
+			t.Fatal("the client's connection closed while idle")
+		case <-s.Done():
+			t.Fatal("the server's connection closed while idle")
+		default:
+		}
+		_, err := lc.Write([]byte("y"))
+		require.NoError(t, err)
+		_, err = io.ReadFull(ls, make([]byte, 1))
+		require.NoError(t, err)
+	})
+}
+
+// TestXQUICRetry: with MaxHandshakes set, which turns on x/net/quic's
+// address validation (a Retry for every client), clients of both stacks
+// still connect.
+func TestXQUICRetry(t *testing.T) {
+	cert, err := SelfSigned("127.0.0.1")
+	require.NoError(t, err)
+	ln, err := ListenXQUIC("127.0.0.1:0", ServerConfig(cert), QUICConfig{MaxHandshakes: 4})
+	require.NoError(t, err)
+	defer ln.Close()
+	conf, err := PinnedClientConfig(Fingerprint(cert.Certificate[0]))
+	require.NoError(t, err)
+	ctx := xctx(t)
+	for _, dial := range []func(context.Context, string, *tls.Config, QUICConfig) (Conn, error){DialXQUIC, DialQUIC} {
+		c, err := dial(ctx, ln.Addr().String(), conf, QUICConfig{})
+		require.NoError(t, err)
+		s, err := ln.Accept(ctx)
+		require.NoError(t, err)
+		xOpenAccept(t, c, s, "after a Retry")
+		c.CloseWithError(0, "")
+		s.CloseWithError(0, "")
+	}
+}
+
+// TestXQUICQlogDir: QlogDir makes x/net/quic write a trace per
+// connection there.
+func TestXQUICQlogDir(t *testing.T) {
+	dir := t.TempDir() + "/qlog"
+	c, s := xqStackPairs[0].connect(t, QUICConfig{QlogDir: dir})
+	xOpenAccept(t, c, s, "traced")
+	require.NoError(t, c.CloseWithError(0, ""))
+	<-s.Done()
+	require.Eventually(t, func() bool {
+		entries, err := os.ReadDir(dir)
+		return err == nil && len(entries) >= 2 // client and server
+	}, xTestTimeout, 10*time.Millisecond)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/bpmux/bp/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/nettest"
 )
 
 // Cross-stack interoperability: bp/1 sessions (package mux) over an
@@ -345,5 +347,31 @@ func TestXQUICMuxLaneReuse(t *testing.T) {
 			require.Equal(t, msg, got)
 			require.NoError(t, s.Close())
 		}
+	})
+}
+
+// TestXQUICMuxNetConn runs the net.Conn conformance suite against a pair
+// of mux streams over x/net/quic at both ends.
+func TestXQUICMuxNetConn(t *testing.T) {
+	st := xqMuxStacks[2]
+	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+		client, server := st.sessions(t, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), xqMuxTimeout)
+		defer cancel()
+		a, err := client.Open(ctx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		b, err := server.Accept(ctx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		stop = func() {
+			a.Close()
+			b.Close()
+			client.Close()
+			server.Close()
+		}
+		return a, b, stop, nil
 	})
 }
