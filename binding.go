@@ -60,7 +60,7 @@ type listener interface {
 func dial(ctx context.Context, t Transport, addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Conn, error) {
 	switch t {
 	case TransportXQUIC:
-		return nil, fmt.Errorf("%w: transport %s: PENDING", ErrInvalidArgument, t)
+		return transport.DialXQUIC(ctx, addr, tlsConf, qc)
 	case TransportTCP:
 		return transport.DialTCP(ctx, addr, tlsConf, tcpConfig(qc))
 	}
@@ -71,7 +71,7 @@ func dial(ctx context.Context, t Transport, addr string, tlsConf *tls.Config, qc
 func listen(t Transport, addr string, tlsConf *tls.Config, qc transport.QUICConfig) (listener, error) {
 	switch t {
 	case TransportXQUIC:
-		return nil, fmt.Errorf("%w: transport %s: PENDING", ErrInvalidArgument, t)
+		return transport.ListenXQUIC(addr, tlsConf, qc)
 	case TransportTCP:
 		return transport.ListenTCP(addr, tlsConf, tcpConfig(qc))
 	}

@@ -493,6 +493,7 @@ func TestAttackDataDribble(t *testing.T) {
 // unblocked by its write deadline, a Reset, its Close, or the session's
 // Close.
 func TestAttackQUICWindowHold(t *testing.T) {
+	requireStack(t, "quic", "holds quic-go's own stream window")
 	const quicWindow = 64 << 10
 	const frame = 16 << 10
 	big := make([]byte, 4<<20)

@@ -32,6 +32,14 @@ func bindingNamed(name string) (testBinding, bool) {
 			},
 			dial: transport.DialQUIC,
 		}, true
+	case "xquic":
+		return testBinding{
+			name: "xquic",
+			listen: func(addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Listener, error) {
+				return transport.ListenXQUIC(addr, tlsConf, qc)
+			},
+			dial: transport.DialXQUIC,
+		}, true
 	case "tcp":
 		return testBinding{
 			name: "tcp",
@@ -76,4 +84,14 @@ func tcpConfigFor(qc transport.QUICConfig) transport.TCPConfig {
 		budget = 64 << 20
 	}
 	return transport.TCPConfig{MaxLanes: qc.MaxStreams, MaxLaneBuffer: win + 1<<20, MaxConnBuffer: max(budget, win) + 1<<20, IdleTimeout: qc.IdleTimeout}
+}
+
+// requireStack skips a test that depends on how one binding behaves
+// underneath (its buffers, its stream handling) unless that binding is
+// under test; why says what it depends on.
+func requireStack(t testing.TB, name, why string) {
+	t.Helper()
+	if b := currentBinding(t); b.name != name {
+		t.Skipf("%s: the binding under test is %s", why, b.name)
+	}
 }

@@ -279,6 +279,7 @@ func TestAttackAcceptQueueFull(t *testing.T) {
 // ENHANCE_YOUR_CALM after about the limit's worth, while an honest session
 // on the same listener goes on.
 func TestAttackLaneChurn(t *testing.T) {
+	requireStack(t, "quic", "x/net/quic hands over no lane that carried no data, so such churn never reaches the session (a known gap of that binding)")
 	const limit = 200
 	churn := map[string]func(p *rawPeer) error{
 		"FIN before any frame": func(p *rawPeer) error {

@@ -84,6 +84,19 @@ func (sess *Session) housekeeping() {
 	var lastPing, lastReset time.Time
 	var seq uint64
 	var streams []*Stream
+	if sess.cfg.KeepAliveInterval > 0 && sess.conn.RTT() == 0 {
+		// A transport that measures no RTT of its own (golang.org/x/net/quic
+		// exposes none) gets one from a PING at once: window auto-tuning
+		// needs it, and a tick can be a second away.
+		now := sess.cfg.Now()
+		seq++
+		sess.mu.Lock()
+		binary.BigEndian.PutUint64(sess.pingData[:], seq)
+		sess.pendPing, sess.pingWaiting, sess.pingSentAt = true, true, now
+		sess.mu.Unlock()
+		lastPing = now
+		signal(sess.ctlSignal)
+	}
 	for {
 		select {
 		case <-t.C:
