@@ -122,10 +122,11 @@ func (c QUICConfig) quicConfig() *quic.Config {
 	}
 }
 
-// ErrInvalidConfig is returned (wrapped) by DialQUIC and ListenQUIC for
-// arguments they cannot use: a nil context or TLS configuration, a server
-// configuration without a certificate, a TLS version cap below 1.3, or a
-// negative QUICConfig field.
+// ErrInvalidConfig is returned (wrapped) by the Dial and Listen functions
+// of every binding (DialQUIC, DialXQUIC, DialTCP, ...) for arguments they
+// cannot use: a nil context or TLS configuration, a server configuration
+// without a certificate, a TLS version cap below 1.3, or a negative
+// QUICConfig or TCPConfig field.
 var ErrInvalidConfig = errors.New("transport: invalid configuration")
 
 // checkTLS reports whether conf can carry bp/1, which needs TLS 1.3.
@@ -215,7 +216,8 @@ type QUICListener struct {
 	closed   bool
 }
 
-// ListenerStats counts what a QUICListener holds.
+// ListenerStats counts what a listener holds (QUICListener, XQUICListener,
+// TCPListener: each says how its counts differ).
 type ListenerStats struct {
 	// Handshaking is the number of connections admitted but not yet
 	// returned by Accept: in the QUIC handshake or in quic-go's accept

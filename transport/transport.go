@@ -3,9 +3,19 @@
 // [Conn] is the small interface package mux needs from a connection: a
 // control lane in each direction and any number of bidirectional lanes, one
 // per logical stream, each an independent ordered byte stream so that loss
-// or a stall on one lane never delays another. The QUIC binding (quic-go)
-// lives in this package; bindings for other transports implement the same
-// interface without touching mux.
+// or a stall on one lane never delays another. Three bindings live in this
+// package, all behind the same interface, none known to mux:
+//
+//   - DialQUIC/ListenQUIC: QUIC with quic-go, the default.
+//   - DialXQUIC/ListenXQUIC: QUIC with golang.org/x/net/quic, a second,
+//     independent stack, for interoperability. That package says it is not
+//     ready for production, and it slows badly when packets are reordered.
+//   - DialTCP/ListenTCP: one TLS 1.3 connection over TCP (SPEC.md section
+//     13), for networks that block UDP. bp/1's credit still keeps one
+//     stalled stream from holding up the others, but a lost segment delays
+//     every lane until TCP resends it (head-of-line blocking).
+//
+// memconn is an in-memory pair with the same behaviour, for tests.
 package transport
 
 import (
