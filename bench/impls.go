@@ -56,6 +56,8 @@ type impl struct {
 var impls = []impl{
 	{name: "ours", udp: true, budget: func(int) int64 { return 64 << 20 }, listen: listenOurs(bp.TransportQUIC), dial: dialOurs(bp.TransportQUIC)},
 	{name: "ours-tcp", budget: func(int) int64 { return 64 << 20 }, listen: listenOurs(bp.TransportTCP), dial: dialOurs(bp.TransportTCP)},
+	{name: "ours-xquic", udp: true, budget: func(int) int64 { return 64 << 20 }, listen: listenOurs(bp.TransportXQUIC), dial: dialOurs(bp.TransportXQUIC)},
+	{name: "xquic", udp: true, budget: func(int) int64 { return 64 << 20 }, listen: listenXQUIC, dial: dialXQUIC},
 	{name: "quic-go", udp: true, budget: func(int) int64 { return 15 << 20 }, listen: listenQUIC(false), dial: dialQUIC(false)},
 	{name: "quic-go-large", udp: true, budget: func(int) int64 { return 256 << 20 }, listen: listenQUIC(true), dial: dialQUIC(true)},
 	{name: "yamux", budget: func(n int) int64 { return int64(n) * 256 << 10 }, listen: listenYamux, dial: dialYamux},

@@ -330,6 +330,12 @@ func (r *runner) goals() []string {
 			out = append(out, fmt.Sprintf("%-18s time_to_90 ours - %s = %+.2f s (goal <= +0.25 s): %s", "rtt50-1", ref, a-b, mark(a-b <= 0.25)))
 		}
 	}
+	// The x/net/quic binding against plain x/net/quic.
+	if a, ok := med("loopback-1", "ours-xquic", "throughput"); ok {
+		if b, ok := med("loopback-1", "xquic", "throughput"); ok && b > 0 {
+			out = append(out, fmt.Sprintf("%-18s throughput ours-xquic/xquic = %.3f (goal >= 0.95): %s", "loopback-1", a/b, mark(a/b >= 0.95)))
+		}
+	}
 	// The TCP+TLS binding against the fastest TCP multiplexer of the run.
 	if a, ok := med("loopback-1", "ours-tcp", "throughput"); ok {
 		best, name := 0.0, ""
