@@ -146,13 +146,6 @@ func startProbe(ctx context.Context, target netip.AddrPort, refused func()) {
 	}
 }
 
-// probeUnreachable is startProbe run from a goroutine of its own: its
-// socket is made on that goroutine's thread, so it suits callers that
-// have not moved theirs into another network namespace.
-func probeUnreachable(ctx context.Context, target netip.AddrPort, refused func()) {
-	startProbe(ctx, target, refused)
-}
-
 // probeConn sends tiny datagrams to the target from conn, a
 // connected UDP socket, on which the kernel reports an ICMP port
 // unreachable as ECONNREFUSED, until ctx ends; it calls refused if that

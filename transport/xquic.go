@@ -159,7 +159,7 @@ func dialXQUICOne(ctx context.Context, target netip.AddrPort, conf *xquic.Config
 	defer cancelTimeout()
 	dctx, cancel := context.WithCancelCause(tctx)
 	defer cancel(nil)
-	go probeUnreachable(dctx, target, func() { cancel(errPortUnreachable) })
+	startProbe(dctx, target, func() { cancel(errPortUnreachable) }) // its socket made here, in the caller's network namespace
 	qc, err := ep.Dial(dctx, "udp", target.String(), conf)
 	if err == nil {
 		return newXQUICConn(qc, ep, pc.LocalAddr(), true, nil), nil
