@@ -40,34 +40,58 @@ const (
 // cfg.HandshakeTimeout, unless ctx ends first. The error names every
 // address tried and what happened there.
 func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, cfg QUICConfig) (Conn, error) {
+	targets, err := prepareDial(ctx, "udp", addr, tlsConf, cfg.validate)
+	if err != nil {
+		return nil, err
+	}
+	return dialTargets(ctx, addr, targets, withALPN(tlsConf), cfg.quicConfig())
+}
+
+// dialTargets dials each of targets in turn (dialEach) over QUIC.
+func dialTargets(ctx context.Context, addr string, targets []netip.AddrPort, tlsConf *tls.Config, qconf *quic.Config) (Conn, error) {
+	return dialEach(ctx, addr, targets, qconf.HandshakeIdleTimeout, func(target netip.AddrPort) (Conn, error) {
+		c, err := dialOne(ctx, target, tlsConf, qconf)
+		if err != nil {
+			return nil, err
+		}
+		return &quicConn{c: c, client: true}, nil
+	})
+}
+
+// prepareDial makes the checks every binding's Dial makes first (ctx,
+// tlsConf, the binding's config) and resolves addr on network ("udp" or
+// "tcp").
+func prepareDial(ctx context.Context, network, addr string, tlsConf *tls.Config, validate func() error) ([]netip.AddrPort, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("transport: dial %s: %w: nil context", addr, ErrInvalidConfig)
 	}
 	if err := checkTLS(tlsConf, false); err != nil {
 		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := validate(); err != nil {
 		return nil, fmt.Errorf("transport: dial %s: %w: %w", addr, ErrInvalidConfig, err)
 	}
-	targets, err := resolveUDP(ctx, addr)
+	targets, err := resolve(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
 	}
-	return dialTargets(ctx, addr, targets, withALPN(tlsConf), cfg.quicConfig())
+	return targets, nil
 }
 
-// dialTargets tries each of the addresses addr resolved to, in turn, past
-// those that refuse or do not answer, and returns the first connection.
-func dialTargets(ctx context.Context, addr string, targets []netip.AddrPort, tlsConf *tls.Config, qconf *quic.Config) (Conn, error) {
+// dialEach tries each of the addresses addr resolved to with one, in
+// turn, past those that refuse or do not answer within handshake, and
+// returns the first connection. The error names every address tried and
+// what happened there.
+func dialEach(ctx context.Context, addr string, targets []netip.AddrPort, handshake time.Duration, one func(netip.AddrPort) (Conn, error)) (Conn, error) {
 	var tried []string
 	var last error
 	for i, target := range targets {
-		c, err := dialOne(ctx, target, tlsConf, qconf)
+		c, err := one(target)
 		if err == nil {
-			return &quicConn{c: c, client: true}, nil
+			return c, nil
 		}
 		last = err
-		tried = append(tried, fmt.Sprintf("%s: %s", target, describeDial(err, qconf.HandshakeIdleTimeout)))
+		tried = append(tried, fmt.Sprintf("%s: %s", target, describeDial(err, handshake)))
 		if ctx.Err() != nil || i == len(targets)-1 || !errors.Is(err, ErrConnRefused) && !errors.Is(err, ErrIdleTimeout) {
 			break
 		}
@@ -81,7 +105,7 @@ func dialTargets(ctx context.Context, addr string, targets []netip.AddrPort, tls
 // describeDial says in a few words what happened to one address.
 func describeDial(err error, handshake time.Duration) string {
 	switch {
-	case errors.Is(err, errPortUnreachable):
+	case errors.Is(err, errPortUnreachable), errors.Is(err, errNothingListening):
 		return "nothing listening"
 	case errors.Is(err, ErrConnRefused):
 		return "refused"
@@ -91,14 +115,14 @@ func describeDial(err error, handshake time.Duration) string {
 	return "failed"
 }
 
-// resolveUDP returns the UDP addresses of host:port, IP literals as they
-// are and names in the resolver's order.
-func resolveUDP(ctx context.Context, addr string) ([]netip.AddrPort, error) {
+// resolve returns the addresses of host:port on network ("udp" or
+// "tcp"), IP literals as they are and names in the resolver's order.
+func resolve(ctx context.Context, network, addr string) ([]netip.AddrPort, error) {
 	host, portName, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
 	}
-	port, err := net.DefaultResolver.LookupPort(ctx, "udp", portName)
+	port, err := net.DefaultResolver.LookupPort(ctx, network, portName)
 	if err != nil {
 		return nil, err
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -165,79 +164,22 @@ var errServerReset = errors.New("server reset the connection before the TLS hand
 // cfg.HandshakeTimeout, one matching ErrIdleTimeout, unless ctx ends
 // first. The error names every address tried and what happened there.
 func DialTCP(ctx context.Context, addr string, tlsConf *tls.Config, cfg TCPConfig) (Conn, error) {
-	if ctx == nil {
-		return nil, fmt.Errorf("transport: dial %s: %w: nil context", addr, ErrInvalidConfig)
-	}
-	if err := checkTLS(tlsConf, false); err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w: %w", addr, ErrInvalidConfig, err)
-	}
-	targets, err := resolveTCP(ctx, addr)
+	targets, err := prepareDial(ctx, "tcp", addr, tlsConf, cfg.validate)
 	if err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+		return nil, err
 	}
 	return dialTCPTargets(ctx, addr, targets, withALPN(tlsConf), cfg.settings())
 }
 
-// dialTCPTargets tries each address in turn, past those that refuse or do
-// not answer, and returns the first connection.
+// dialTCPTargets dials each of targets in turn (dialEach) over TCP.
 func dialTCPTargets(ctx context.Context, addr string, targets []netip.AddrPort, conf *tls.Config, set tcpSettings) (Conn, error) {
-	var tried []string
-	var last error
-	for i, target := range targets {
+	return dialEach(ctx, addr, targets, set.handshake, func(target netip.AddrPort) (Conn, error) {
 		c, err := dialTCPOne(ctx, target, conf, set)
-		if err == nil {
-			return c, nil
+		if err != nil {
+			return nil, err // not a typed nil in the interface
 		}
-		last = err
-		tried = append(tried, fmt.Sprintf("%s: %s", target, describeTCPDial(err, set.handshake)))
-		if ctx.Err() != nil || i == len(targets)-1 || !errors.Is(err, ErrConnRefused) && !errors.Is(err, ErrIdleTimeout) {
-			break
-		}
-	}
-	if len(targets) == 1 {
-		return nil, fmt.Errorf("transport: dial %s: %w", targets[0], last)
-	}
-	return nil, fmt.Errorf("transport: dial %s: tried %s: %w", addr, strings.Join(tried, "; "), last)
-}
-
-func describeTCPDial(err error, handshake time.Duration) string {
-	switch {
-	case errors.Is(err, errNothingListening):
-		return "nothing listening"
-	case errors.Is(err, ErrConnRefused):
-		return "refused"
-	case errors.Is(err, ErrIdleTimeout):
-		return fmt.Sprintf("no answer within %v", handshake)
-	}
-	return "failed"
-}
-
-// resolveTCP returns the TCP addresses of host:port, IP literals as they
-// are and names in the resolver's order.
-func resolveTCP(ctx context.Context, addr string) ([]netip.AddrPort, error) {
-	host, portName, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	port, err := net.DefaultResolver.LookupPort(ctx, "tcp", portName)
-	if err != nil {
-		return nil, err
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []netip.AddrPort{netip.AddrPortFrom(ip, uint16(port))}, nil
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]netip.AddrPort, 0, len(ips))
-	for _, ip := range ips {
-		out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(port)))
-	}
-	return out, nil
+		return c, nil
+	})
 }
 
 // dialTCPOne connects to one address and runs the TLS handshake, both

@@ -88,18 +88,9 @@ func (c QUICConfig) XQUICConfig(tlsConf *tls.Config) *xquic.Config {
 // x/net/quic is not ready for production use (its package says so), and
 // it slows down badly when packets are reordered.
 func DialXQUIC(ctx context.Context, addr string, tlsConf *tls.Config, cfg QUICConfig) (Conn, error) {
-	if ctx == nil {
-		return nil, fmt.Errorf("transport: dial %s: %w: nil context", addr, ErrInvalidConfig)
-	}
-	if err := checkTLS(tlsConf, false); err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w: %w", addr, ErrInvalidConfig, err)
-	}
-	targets, err := resolveUDP(ctx, addr)
+	targets, err := prepareDial(ctx, "udp", addr, tlsConf, cfg.validate)
 	if err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+		return nil, err
 	}
 	conf := cfg.XQUICConfig(tlsConf)
 	if host, _, err := net.SplitHostPort(addr); err == nil && conf.TLSConfig.ServerName == "" {
@@ -113,23 +104,13 @@ func DialXQUIC(ctx context.Context, addr string, tlsConf *tls.Config, cfg QUICCo
 	handshake := conf.HandshakeTimeout
 	conf.HandshakeTimeout += xquicHandshakeMargin
 
-	var tried []string
-	var last error
-	for i, target := range targets {
+	return dialEach(ctx, addr, targets, handshake, func(target netip.AddrPort) (Conn, error) {
 		c, err := dialXQUICOne(ctx, target, conf, handshake, nil)
-		if err == nil {
-			return c, nil
+		if err != nil {
+			return nil, err
 		}
-		last = err
-		tried = append(tried, fmt.Sprintf("%s: %s", target, describeDial(err, handshake)))
-		if ctx.Err() != nil || i == len(targets)-1 || !errors.Is(err, ErrConnRefused) && !errors.Is(err, ErrIdleTimeout) {
-			break
-		}
-	}
-	if len(targets) == 1 {
-		return nil, fmt.Errorf("transport: dial %s: %w", targets[0], last)
-	}
-	return nil, fmt.Errorf("transport: dial %s: tried %s: %w", addr, strings.Join(tried, "; "), last)
+		return c, nil
+	})
 }
 
 // errXQUICHandshakeTimeout is the cause of a handshake DialXQUIC gave up.
