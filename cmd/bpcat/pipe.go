@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/bpmux/bp"
 	"github.com/bpmux/bp/mux"
 	"github.com/bpmux/bp/trace"
+	"github.com/bpmux/bp/transport"
 )
 
 // pipeFlags are the flags of listen and connect.
@@ -337,6 +339,12 @@ func dial(ctx context.Context, addr string, tlsConf *tls.Config, ver *verifier, 
 		}
 		if ctx.Err() != nil {
 			return nil, interruption(ctx)
+		}
+		if errors.Is(err, transport.ErrConnRefused) {
+			// Nothing listens on this transport's port: perhaps the
+			// listener runs over another.
+			t, _, _ := bp.SplitAddress(addr)
+			return nil, &plainError{fmt.Sprintf("%v (nothing listens there over %s; if the listener runs with another --transport, give the same one here)", describe("connect to "+addr, err), t), err}
 		}
 		return nil, describe("connect to "+addr, err)
 	}
