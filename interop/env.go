@@ -168,7 +168,10 @@ func (e *Env) Listen(cfg *mux.Config) (*bp.Listener, string, error) {
 // session is closed when the case ends.
 func (e *Env) Dial(ctx context.Context, addr string, cfg *mux.Config) (*mux.Session, error) {
 	var sess *mux.Session
-	c := e.config(fmt.Sprintf("client-%d", len(e.traces)), cfg)
+	e.mu.Lock()
+	n := len(e.traces)
+	e.mu.Unlock()
+	c := e.config(fmt.Sprintf("client-%d", n), cfg)
 	err := e.net.Client(func() error {
 		var err error
 		sess, err = bp.Dial(ctx, fmt.Sprintf("%s://%s", e.Pair.Client.Transport, addr), e.pin, c)
