@@ -284,8 +284,23 @@ func summaryLine(st mux.StreamStats, elapsed time.Duration) string {
 	}
 	line := fmt.Sprintf("%s in %.2fs", strings.Join(parts, ", "), elapsed.Seconds())
 	if st.BytesSent > 0 {
-		line += fmt.Sprintf("; writer stalled %d times for %.2fs; at most %s in flight",
-			st.Stalls, st.TimeStalled.Seconds(), formatSize(st.PeakConsumerLag))
+		line += fmt.Sprintf("; writer stalled %d times for %.2fs%s", st.Stalls, st.TimeStalled.Seconds(), budgetShare(st.Blocked))
+		if tr := st.Blocked.Of(mux.ReasonTransport); tr.Count > 0 {
+			line += fmt.Sprintf("; the transport held writes %d times for %.2fs", tr.Count, tr.Time.Seconds())
+		}
+		line += "; at most " + formatSize(st.PeakConsumerLag) + " in flight"
 	}
 	return line
+}
+
+// budgetShare splits the writer's stalls for credit when some were the
+// peer's session budget's rather than its window's (the usual case, which
+// "writer stalled" already says): " (peer window 3.20s, peer's budget
+// 0.70s)".
+func budgetShare(b mux.Blocked) string {
+	budget := b.Of(mux.ReasonSessionBudget)
+	if budget.Count == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (peer window %.2fs, peer's budget %.2fs)", b.Of(mux.ReasonPeerWindow).Time.Seconds(), budget.Time.Seconds())
 }
