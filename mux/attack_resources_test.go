@@ -53,13 +53,11 @@ func TestAttackRapidReset(t *testing.T) {
 		opened := 0
 		for ; opened < 3000 && !p.closed() && time.Now().Before(deadline); opened++ {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			s, err := p.conn.OpenStreamSync(ctx)
+			l, err := p.tryOpenLane(ctx)
 			cancel()
 			if err != nil {
 				break
 			}
-			l := &rawLane{rawReader: &rawReader{r: s}, s: s, ID: p.nextID}
-			p.nextID += 2
 			if l.write(rfData(l.ID, nil, false), rfReset(t, l.ID, framing.Cancel)) != nil {
 				break
 			}
@@ -72,7 +70,7 @@ func TestAttackRapidReset(t *testing.T) {
 		// Each stream reset before it was accepted is refused and counts
 		// as churn, so the flood ends after about the limit's worth.
 		require.LessOrEqual(t, st.StreamsAccepted, uint64(200+maxStreams))
-		p.conn.CloseWithError(0, "")
+		p.closeWithError(0, "")
 		p.sess.Close() // waits for the session's goroutines
 		waitFor(t, fmt.Sprintf("goroutines back to the baseline of %d", baseline), func() bool {
 			return runtime.NumGoroutine() <= baseline
@@ -184,6 +182,7 @@ func TestAttackStreamLimit(t *testing.T) {
 	})
 
 	t.Run("QUIC lane limit", func(t *testing.T) {
+		requireQUIC(t)
 		srv := newRawServer(t, &Config{MaxStreams: maxStreams, KeepAliveInterval: -1}, transport.QUICConfig{MaxStreams: maxStreams})
 		p := dialRaw(t, srv)
 		for range maxStreams {

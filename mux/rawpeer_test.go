@@ -38,16 +38,13 @@ type rawServer struct {
 // defaults) over a QUIC connection configured by qcfg. Everything is
 // closed when the test ends.
 //
-// The raw peer is a quic-go client, so the server runs over a QUIC binding:
-// quic-go's, or golang.org/x/net/quic's when that is the binding under
-// test (the attacks then cross stacks); under the TCP binding the raw
-// tests are skipped.
+// The server runs over the binding under test. The raw peer is a quic-go
+// client for the QUIC bindings (under x/net/quic, the attacks cross
+// stacks), and a TCP binding client for TCP: either way it writes bp/1
+// frames by hand on the lanes it opens.
 func newRawServer(t testing.TB, cfg *Config, qcfg transport.QUICConfig) *rawServer {
 	t.Helper()
 	b := currentBinding(t)
-	if b.name != "quic" && b.name != "xquic" {
-		t.Skipf("the raw peer speaks QUIC; the binding under test is %s", b.name)
-	}
 	cert, err := transport.SelfSigned("127.0.0.1")
 	require.NoError(t, err)
 	ln, err := b.listen("127.0.0.1:0", transport.ServerConfig(cert), qcfg)
@@ -123,15 +120,68 @@ func (srv *rawServer) dialSession(t testing.TB, cfg *Config) (client, server *Se
 
 // rawPeer is the hand-played client side of one connection.
 type rawPeer struct {
-	t    testing.TB
+	t testing.TB
+	// conn is the raw peer's QUIC connection (QUIC bindings), tc its TCP
+	// binding connection (TCP): exactly one is set. Tests that speak QUIC
+	// itself use conn, and run on the QUIC bindings only.
 	conn *quic.Conn
+	tc   transport.Conn
 	// sess is the server's Session for this connection.
 	sess *Session
 
 	ctlOnce sync.Once
-	ctl     *quic.SendStream
+	ctl     rawSend
 	srvCtl  *rawReader // the server's control lane, once accepted
 	nextID  uint64     // next client stream ID
+}
+
+// rawSend is the sending half of a raw lane; Close ends it with a FIN.
+type rawSend interface {
+	io.Writer
+	Close() error
+}
+
+// rawStream is a raw lane of either kind.
+type rawStream interface {
+	io.Reader
+	rawSend
+	SetWriteDeadline(time.Time) error
+	cancelWrite(code framing.ErrorCode)
+	cancelRead(code framing.ErrorCode)
+}
+
+// quicStream is a quic-go stream as a rawStream.
+type quicStream struct{ *quic.Stream }
+
+func (s quicStream) cancelWrite(code framing.ErrorCode) { s.CancelWrite(quic.StreamErrorCode(code)) }
+func (s quicStream) cancelRead(code framing.ErrorCode)  { s.CancelRead(quic.StreamErrorCode(code)) }
+
+// laneStream is a transport.Lane as a rawStream.
+type laneStream struct{ transport.Lane }
+
+func (s laneStream) Close() error                        { return s.CloseWrite() }
+func (s laneStream) cancelWrite(code framing.ErrorCode) { s.CancelWrite(uint64(code)) }
+func (s laneStream) cancelRead(code framing.ErrorCode)  { s.CancelRead(uint64(code)) }
+
+// sendLane is a transport.SendLane as a rawSend.
+type sendLane struct{ transport.SendLane }
+
+func (s sendLane) Close() error { return s.CloseWrite() }
+
+// readDeadline bounds the reads of a lane that has no read deadline of
+// its own: past t, cancel unblocks them (the lane is then done for; a
+// timeout is a test failure anyway).
+func readDeadline(cancel func()) func(time.Time) error {
+	var timer *time.Timer
+	return func(t time.Time) error {
+		if timer != nil {
+			timer.Stop()
+		}
+		if !t.IsZero() {
+			timer = time.AfterFunc(time.Until(t), cancel)
+		}
+		return nil
+	}
 }
 
 // dial connects a raw peer to the server. qconf may be nil for quic-go's
@@ -143,6 +193,13 @@ func (srv *rawServer) dial(t testing.TB, qconf *quic.Config) *rawPeer {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), rawWait)
 	defer cancel()
+	if currentBinding(t).name == "tcp" {
+		require.Nil(t, qconf, "a QUIC configuration for a TCP raw peer")
+		tc, err := transport.DialTCP(ctx, srv.ln.Addr().String(), tlsConf, transport.TCPConfig{})
+		require.NoError(t, err)
+		t.Cleanup(func() { tc.CloseWithError(0, "") })
+		return &rawPeer{t: t, tc: tc, sess: srv.next(t), nextID: 1}
+	}
 	conn, err := quic.DialAddr(ctx, srv.ln.Addr().String(), tlsConf, qconf)
 	require.NoError(t, err)
 	require.Equal(t, transport.ALPN, conn.ConnectionState().TLS.NegotiatedProtocol)
@@ -150,9 +207,34 @@ func (srv *rawServer) dial(t testing.TB, qconf *quic.Config) *rawPeer {
 	return &rawPeer{t: t, conn: conn, sess: srv.next(t), nextID: 1}
 }
 
+// closeWithError closes the raw peer's connection with a bp/1 code.
+func (p *rawPeer) closeWithError(code framing.ErrorCode, reason string) {
+	if p.tc != nil {
+		p.tc.CloseWithError(uint64(code), reason)
+		return
+	}
+	p.conn.CloseWithError(quic.ApplicationErrorCode(code), reason)
+}
+
+// done is closed when the raw peer's connection has closed.
+func (p *rawPeer) done() <-chan struct{} {
+	if p.tc != nil {
+		return p.tc.Done()
+	}
+	return p.conn.Context().Done()
+}
+
 // control returns the raw peer's control lane, opening it on first use.
-func (p *rawPeer) control() *quic.SendStream {
+func (p *rawPeer) control() rawSend {
 	p.ctlOnce.Do(func() {
+		if p.tc != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), rawWait)
+			defer cancel()
+			s, err := p.tc.OpenControl(ctx)
+			require.NoError(p.t, err)
+			p.ctl = sendLane{s}
+			return
+		}
 		s, err := p.conn.OpenUniStream()
 		require.NoError(p.t, err)
 		p.ctl = s
@@ -185,9 +267,16 @@ func (p *rawPeer) serverControl() (*rawReader, framing.Settings) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rawWait)
 	defer cancel()
-	s, err := p.conn.AcceptUniStream(ctx)
-	require.NoError(p.t, err)
-	p.srvCtl = &rawReader{r: s, br: bufio.NewReader(s), setDeadline: s.SetReadDeadline}
+	if p.tc != nil {
+		r, err := p.tc.AcceptControl(ctx)
+		require.NoError(p.t, err)
+		tc := p.tc
+		p.srvCtl = &rawReader{r: r, br: bufio.NewReader(r), setDeadline: readDeadline(func() { tc.CloseWithError(0, "raw peer: read timed out") })}
+	} else {
+		s, err := p.conn.AcceptUniStream(ctx)
+		require.NoError(p.t, err)
+		p.srvCtl = &rawReader{r: s, br: bufio.NewReader(s), setDeadline: s.SetReadDeadline}
+	}
 	f, err := p.srvCtl.readFrame()
 	require.NoError(p.t, err)
 	require.Equal(p.t, framing.TypeSettings, f.Type, "first frame on the server's control lane")
@@ -198,7 +287,7 @@ func (p *rawPeer) serverControl() (*rawReader, framing.Settings) {
 // stream ID (the ID it means to use; frames on it may say otherwise).
 type rawLane struct {
 	*rawReader
-	s  *quic.Stream
+	s  rawStream
 	ID uint64
 }
 
@@ -208,11 +297,30 @@ func (p *rawPeer) openLane() *rawLane {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), rawWait)
 	defer cancel()
-	s, err := p.conn.OpenStreamSync(ctx)
+	l, err := p.tryOpenLane(ctx)
 	require.NoError(p.t, err)
+	return l
+}
+
+// tryOpenLane opens a new lane for the next client stream ID, waiting at
+// the transport's lane limit until ctx ends.
+func (p *rawPeer) tryOpenLane(ctx context.Context) (*rawLane, error) {
+	if p.tc != nil {
+		l, err := p.tc.OpenLane(ctx)
+		if err != nil {
+			return nil, err
+		}
+		id := p.nextID
+		p.nextID += 2
+		return &rawLane{rawReader: &rawReader{r: l, br: bufio.NewReader(l), setDeadline: readDeadline(func() { l.CancelRead(0) })}, s: laneStream{l}, ID: id}, nil
+	}
+	s, err := p.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
 	id := p.nextID
 	p.nextID += 2
-	return &rawLane{rawReader: &rawReader{r: s, br: bufio.NewReader(s), setDeadline: s.SetReadDeadline}, s: s, ID: id}
+	return &rawLane{rawReader: &rawReader{r: s, br: bufio.NewReader(s), setDeadline: s.SetReadDeadline}, s: quicStream{s}, ID: id}, nil
 }
 
 // openStream opens a lane and sends the opening frame (empty DATA).
@@ -304,9 +412,18 @@ func (r *rawReader) readData(n int) (data []byte, fin bool, others []framing.Fra
 func (p *rawPeer) closeCode() framing.ErrorCode {
 	p.t.Helper()
 	select {
-	case <-p.conn.Context().Done():
+	case <-p.done():
 	case <-time.After(rawWait):
 		p.t.Fatalf("the server did not close the connection; server session error: %v", p.sess.Err())
+	}
+	if p.tc != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), rawWait)
+		defer cancel()
+		_, err := p.tc.AcceptLane(ctx) // fails at once, with why the connection closed
+		var ae *transport.ApplicationError
+		require.ErrorAs(p.t, err, &ae, "connection closed without an application error code")
+		require.True(p.t, ae.Remote, "the raw peer closed the connection itself: %v", err)
+		return framing.ErrorCode(ae.Code)
 	}
 	var ae *quic.ApplicationError
 	cause := context.Cause(p.conn.Context())
@@ -343,7 +460,7 @@ func (p *rawPeer) sessionErr() error {
 // closed reports whether the connection has closed.
 func (p *rawPeer) closed() bool {
 	select {
-	case <-p.conn.Context().Done():
+	case <-p.done():
 		return true
 	default:
 		return false
@@ -494,7 +611,7 @@ func TestRawPeerHandshake(t *testing.T) {
 	p.checkBudget()
 	require.NoError(t, p.sess.Err())
 
-	p.conn.CloseWithError(0, "bye")
+	p.closeWithError(0, "bye")
 	err = p.sessionErr()
 	var se *SessionError
 	require.ErrorAs(t, err, &se)
