@@ -159,7 +159,7 @@ func (s quicStream) cancelRead(code framing.ErrorCode)  { s.CancelRead(quic.Stre
 // laneStream is a transport.Lane as a rawStream.
 type laneStream struct{ transport.Lane }
 
-func (s laneStream) Close() error                        { return s.CloseWrite() }
+func (s laneStream) Close() error                       { return s.CloseWrite() }
 func (s laneStream) cancelWrite(code framing.ErrorCode) { s.CancelWrite(uint64(code)) }
 func (s laneStream) cancelRead(code framing.ErrorCode)  { s.CancelRead(uint64(code)) }
 
