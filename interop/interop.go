@@ -21,6 +21,7 @@ package interop
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -206,6 +207,9 @@ func runCase(ctx context.Context, net Network, p Pair, c Case, opts Options) Res
 	env, err := newEnv(ctx, net, p, c, opts)
 	if err != nil {
 		r.Result, r.Details = Fail, err.Error()
+		if errors.Is(err, ErrNotModelled) {
+			r.Result = Unsupported
+		}
 		return r
 	}
 	start := time.Now()

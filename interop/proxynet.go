@@ -2,12 +2,18 @@ package interop
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/bpmux/bp"
 	"github.com/bpmux/bp/interop/impair"
 )
+
+// ErrNotModelled is returned (wrapped) by a Network's Set for an
+// impairment it cannot apply; a case that needs it is reported
+// unsupported on that path.
+var ErrNotModelled = errors.New("impairment not modelled on this path")
 
 // ProxyNetwork is the path on loopback through the userspace proxies of
 // interop/impair: a UDP proxy in front of QUIC servers, a TCP proxy in
@@ -44,7 +50,7 @@ func impairConfig(p Path) impair.Config {
 // Set applies p to every proxy, and to those made later.
 func (n *ProxyNetwork) Set(p Path) error {
 	if p.Up.Corrupt > 0 || p.Down.Corrupt > 0 {
-		return errors.New("the loopback proxies do not corrupt packets: corruption needs the packet-level link")
+		return fmt.Errorf("%w: the loopback proxies do not corrupt packets; corruption needs the packet-level link", ErrNotModelled)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
