@@ -262,7 +262,7 @@ func TestTCPKeepaliveHoldsIdleConn(t *testing.T) {
 	const idle = 150 * time.Millisecond
 	c, s := tcpPair(t, TCPConfig{IdleTimeout: idle}, TCPConfig{IdleTimeout: idle})
 	time.Sleep(5 * idle)
-	tcpOpenAccept(t, c, s, "alive")
+	openAccept(t, tcpCtx(t), c, s, "alive")
 }
 
 // TestTCPListenerCaps: over MaxConns, a new connection is refused with an
@@ -314,7 +314,7 @@ func TestTCPListenerCaps(t *testing.T) {
 		t.Fatal("an accepted connection closed with the listener")
 	default:
 	}
-	tcpOpenAccept(t, conns[1], sc, "still here")
+	openAccept(t, tcpCtx(t), conns[1], sc, "still here")
 	require.NoError(t, sc.CloseWithError(0, ""))
 	require.Eventually(t, func() bool { return ln.Stats().Accepted == 0 }, tcpTestTimeout, time.Millisecond)
 }

@@ -111,8 +111,8 @@ func TestTCPFairness(t *testing.T) {
 	// small message is small too: the scheduler is what is tested.
 	require.NoError(t, c.(*tcpConn).raw.(*net.TCPConn).SetWriteBuffer(32<<10))
 	require.NoError(t, s.(*tcpConn).raw.(*net.TCPConn).SetReadBuffer(32<<10))
-	bigC, bigS := tcpOpenAccept(t, c, s, "big")
-	smallC, smallS := tcpOpenAccept(t, c, s, "small")
+	bigC, bigS := openAccept(t, tcpCtx(t), c, s, "big")
+	smallC, smallS := openAccept(t, tcpCtx(t), c, s, "small")
 
 	big := make([]byte, total)
 	for i := range big {
@@ -204,10 +204,10 @@ func TestTCPFairness(t *testing.T) {
 func TestTCPUnreadLaneDoesNotBlock(t *testing.T) {
 	tcpCheckNoLeak(t)
 	c, s := tcpPair(t, TCPConfig{}, TCPConfig{})
-	stuckC, stuckS := tcpOpenAccept(t, c, s, "stuck")
+	stuckC, stuckS := openAccept(t, tcpCtx(t), c, s, "stuck")
 	_, err := stuckC.Write(make([]byte, 4<<20)) // never read
 	require.NoError(t, err)
-	lc, ls := tcpOpenAccept(t, c, s, "other")
+	lc, ls := openAccept(t, tcpCtx(t), c, s, "other")
 	buf := make([]byte, 5)
 	for range 10 {
 		_, err := lc.Write([]byte("hello"))

@@ -2,7 +2,6 @@ package transport
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"runtime"
@@ -88,40 +87,6 @@ func tcpPair(t testing.TB, client, server TCPConfig) (Conn, Conn) {
 	return c, s
 }
 
-// tcpOpenAccept opens a lane on a, sends msg on it so that b sees it, and
-// accepts it on b.
-func tcpOpenAccept(t *testing.T, a, b Conn, msg string) (Lane, Lane) {
-	t.Helper()
-	ctx := tcpCtx(t)
-	la, err := a.OpenLane(ctx)
-	require.NoError(t, err)
-	_, err = la.Write([]byte(msg))
-	require.NoError(t, err)
-	lb, err := b.AcceptLane(ctx)
-	require.NoError(t, err)
-	got := make([]byte, len(msg))
-	_, err = io.ReadFull(lb, got)
-	require.NoError(t, err)
-	require.Equal(t, msg, string(got))
-	return la, lb
-}
-
-func requireLaneError(t *testing.T, err error, code uint64, remote bool) {
-	t.Helper()
-	var le *LaneError
-	require.True(t, errors.As(err, &le), "want a *LaneError, got %T %v", err, err)
-	require.Equal(t, code, le.Code)
-	require.Equal(t, remote, le.Remote)
-}
-
-func requireAppError(t *testing.T, err error, code uint64, remote bool) {
-	t.Helper()
-	var ae *ApplicationError
-	require.True(t, errors.As(err, &ae), "want an *ApplicationError, got %T %v", err, err)
-	require.Equal(t, code, ae.Code)
-	require.Equal(t, remote, ae.Remote)
-}
-
 func TestTCPBasics(t *testing.T) {
 	tcpCheckNoLeak(t)
 	c, s := tcpPair(t, TCPConfig{}, TCPConfig{})
@@ -130,7 +95,7 @@ func TestTCPBasics(t *testing.T) {
 	require.Equal(t, "tcp", c.LocalAddr().Network())
 	require.Equal(t, c.LocalAddr().String(), s.RemoteAddr().String())
 	require.Equal(t, s.LocalAddr().String(), c.RemoteAddr().String())
-	tcpOpenAccept(t, c, s, "hello")
+	openAccept(t, tcpCtx(t), c, s, "hello")
 	// The first PING's answer gives an RTT sample.
 	require.Eventually(t, func() bool { return c.RTT() > 0 && s.RTT() > 0 }, tcpTestTimeout, time.Millisecond)
 }
@@ -138,7 +103,7 @@ func TestTCPBasics(t *testing.T) {
 func TestTCPLaneIO(t *testing.T) {
 	tcpCheckNoLeak(t)
 	c, s := tcpPair(t, TCPConfig{}, TCPConfig{})
-	lc, ls := tcpOpenAccept(t, c, s, "hello")
+	lc, ls := openAccept(t, tcpCtx(t), c, s, "hello")
 
 	_, err := ls.Write([]byte("world"))
 	require.NoError(t, err)
@@ -182,7 +147,7 @@ func TestTCPLaneIO(t *testing.T) {
 func TestTCPEOFAfterCloseWrite(t *testing.T) {
 	tcpCheckNoLeak(t)
 	c, s := tcpPair(t, TCPConfig{}, TCPConfig{})
-	lc, ls := tcpOpenAccept(t, c, s, "x")
+	lc, ls := openAccept(t, tcpCtx(t), c, s, "x")
 	_, err := lc.Write([]byte("buffered data"))
 	require.NoError(t, err)
 	require.NoError(t, lc.CloseWrite())
@@ -219,7 +184,7 @@ func TestTCPEOFAfterCloseWrite(t *testing.T) {
 func TestTCPCancelWrite(t *testing.T) {
 	tcpCheckNoLeak(t)
 	c, s := tcpPair(t, TCPConfig{}, TCPConfig{})
-	lc, ls := tcpOpenAccept(t, c, s, "x")
+	lc, ls := openAccept(t, tcpCtx(t), c, s, "x")
 	_, err := lc.Write([]byte("never read"))
 	require.NoError(t, err)
 
@@ -262,7 +227,7 @@ func TestTCPCancelWrite(t *testing.T) {
 func TestTCPCancelRead(t *testing.T) {
 	tcpCheckNoLeak(t)
 	c, s := tcpPair(t, TCPConfig{}, TCPConfig{})
-	lc, ls := tcpOpenAccept(t, c, s, "x")
+	lc, ls := openAccept(t, tcpCtx(t), c, s, "x")
 
 	// The peer's CancelRead makes this side's Writes fail, once the
 	// LANE_STOP has arrived.
@@ -292,7 +257,7 @@ func TestTCPCancelRead(t *testing.T) {
 	requireLaneError(t, err, 3, true)
 
 	// CancelRead after EOF changes nothing.
-	lc2, ls2 := tcpOpenAccept(t, c, s, "y")
+	lc2, ls2 := openAccept(t, tcpCtx(t), c, s, "y")
 	require.NoError(t, lc2.CloseWrite())
 	_, err = io.ReadAll(ls2)
 	require.NoError(t, err)
@@ -392,8 +357,8 @@ func TestTCPMaxLanes(t *testing.T) {
 	tcpCheckNoLeak(t)
 	c, s := tcpPair(t, TCPConfig{}, TCPConfig{MaxLanes: 2})
 	ctx := tcpCtx(t)
-	c1, s1 := tcpOpenAccept(t, c, s, "1")
-	c2, s2 := tcpOpenAccept(t, c, s, "2")
+	c1, s1 := openAccept(t, tcpCtx(t), c, s, "1")
+	c2, s2 := openAccept(t, tcpCtx(t), c, s, "2")
 
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	_, err := c.OpenLane(short)
@@ -401,7 +366,7 @@ func TestTCPMaxLanes(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 
 	// The limit is per side: the server may still open its own.
-	tcpOpenAccept(t, s, c, "from server")
+	openAccept(t, tcpCtx(t), s, c, "from server")
 
 	// A lane is finished once the acceptor has ended its sending direction
 	// and read to the end of its receiving direction.
@@ -446,7 +411,7 @@ func TestTCPCloseWakesEverything(t *testing.T) {
 		t.Run(closer, func(t *testing.T) {
 			c, s := tcpPair(t, TCPConfig{}, TCPConfig{MaxLanes: 1})
 			ctx := tcpCtx(t)
-			lc, ls := tcpOpenAccept(t, c, s, "x")
+			lc, ls := openAccept(t, tcpCtx(t), c, s, "x")
 			_, err := c.OpenControl(ctx)
 			require.NoError(t, err)
 			_, err = s.OpenControl(ctx)
@@ -539,7 +504,7 @@ func TestTCPContextCancel(t *testing.T) {
 	err := <-errc
 	require.ErrorIs(t, err, context.Canceled)
 	require.NotErrorIs(t, err, ErrConnClosed)
-	tcpOpenAccept(t, c, s, "still works")
+	openAccept(t, tcpCtx(t), c, s, "still works")
 }
 
 // TestTCPAddrs: the addresses are the TCP socket's.

@@ -391,7 +391,7 @@ func TestXQUICListenerCaps(t *testing.T) {
 	require.NoError(t, ln.Close())
 	_, err = ln.Accept(ctx)
 	require.ErrorIs(t, err, net.ErrClosed)
-	xOpenAccept(t, first, sc, "still open")
+	openAccept(t, xctx(t), first, sc, "still open")
 	require.NoError(t, first.CloseWithError(0, ""))
 	require.Eventually(t, func() bool { return ln.Stats().Accepted == 0 }, xTestTimeout, 10*time.Millisecond)
 
@@ -415,7 +415,7 @@ func TestXQUICKeepaliveHoldsIdleConn(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{IdleTimeout: idle})
-		lc, ls := xOpenAccept(t, c, s, "x")
+		lc, ls := openAccept(t, xctx(t), c, s, "x")
 		time.Sleep(4 * idle)
 		select {
 		case <-c.Done():
@@ -448,7 +448,7 @@ func TestXQUICRetry(t *testing.T) {
 		require.NoError(t, err)
 		s, err := ln.Accept(ctx)
 		require.NoError(t, err)
-		xOpenAccept(t, c, s, "after a Retry")
+		openAccept(t, xctx(t), c, s, "after a Retry")
 		c.CloseWithError(0, "")
 		s.CloseWithError(0, "")
 	}
@@ -459,7 +459,7 @@ func TestXQUICRetry(t *testing.T) {
 func TestXQUICQlogDir(t *testing.T) {
 	dir := t.TempDir() + "/qlog"
 	c, s := xqStackPairs[0].connect(t, QUICConfig{QlogDir: dir})
-	xOpenAccept(t, c, s, "traced")
+	openAccept(t, xctx(t), c, s, "traced")
 	require.NoError(t, c.CloseWithError(0, ""))
 	<-s.Done()
 	require.Eventually(t, func() bool {

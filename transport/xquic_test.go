@@ -89,40 +89,6 @@ func (p xqStackPair) connect(t testing.TB, cfg QUICConfig) (client, server Conn)
 	return client, server
 }
 
-// xOpenAccept opens a lane on a, sends msg so that b sees it, and accepts
-// it on b.
-func xOpenAccept(t *testing.T, a, b Conn, msg string) (Lane, Lane) {
-	t.Helper()
-	ctx := xctx(t)
-	la, err := a.OpenLane(ctx)
-	require.NoError(t, err)
-	_, err = la.Write([]byte(msg))
-	require.NoError(t, err)
-	lb, err := b.AcceptLane(ctx)
-	require.NoError(t, err)
-	got := make([]byte, len(msg))
-	_, err = io.ReadFull(lb, got)
-	require.NoError(t, err)
-	require.Equal(t, msg, string(got))
-	return la, lb
-}
-
-func xRequireLaneErr(t *testing.T, err error, code uint64, remote bool) {
-	t.Helper()
-	var le *LaneError
-	require.True(t, errors.As(err, &le), "want a *LaneError, got %T %v", err, err)
-	assert.Equal(t, code, le.Code, "code")
-	assert.Equal(t, remote, le.Remote, "remote")
-}
-
-func xRequireAppErr(t *testing.T, err error, code uint64, remote bool) {
-	t.Helper()
-	var ae *ApplicationError
-	require.True(t, errors.As(err, &ae), "want an *ApplicationError, got %T %v", err, err)
-	assert.Equal(t, code, ae.Code, "code")
-	assert.Equal(t, remote, ae.Remote, "remote")
-}
-
 // xqSmallWindow makes QUIC's windows small (bp/1's window plus the 1 MiB
 // slack), so that a writer whose peer does not read blocks soon.
 var xqSmallWindow = QUICConfig{MaxStreamWindow: 64 << 10, SessionBudget: 64 << 10}
@@ -177,7 +143,7 @@ func TestXQUICConnBasics(t *testing.T) {
 func TestXQUICLaneIO(t *testing.T) {
 	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
-		lc, ls := xOpenAccept(t, c, s, "hello")
+		lc, ls := openAccept(t, xctx(t), c, s, "hello")
 		_, err := ls.Write([]byte("world"))
 		require.NoError(t, err)
 		buf := make([]byte, 16)
@@ -209,7 +175,7 @@ func TestXQUICLaneIO(t *testing.T) {
 func TestXQUICEOFAfterCloseWrite(t *testing.T) {
 	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
-		lc, ls := xOpenAccept(t, c, s, "x")
+		lc, ls := openAccept(t, xctx(t), c, s, "x")
 		_, err := lc.Write([]byte("buffered data"))
 		require.NoError(t, err)
 		require.NoError(t, lc.CloseWrite())
@@ -246,7 +212,7 @@ func TestXQUICEOFAfterCloseWrite(t *testing.T) {
 func TestXQUICCancelWrite(t *testing.T) {
 	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{})
-		lc, ls := xOpenAccept(t, c, s, "x")
+		lc, ls := openAccept(t, xctx(t), c, s, "x")
 
 		// A blocked Read is woken by the reset.
 		errc := make(chan error, 1)
@@ -256,18 +222,18 @@ func TestXQUICCancelWrite(t *testing.T) {
 		}()
 		time.Sleep(10 * time.Millisecond)
 		lc.CancelWrite(7)
-		xRequireLaneErr(t, <-errc, 7, true)
+		requireLaneError(t, <-errc, 7, true)
 		_, err := ls.Read(make([]byte, 1))
-		xRequireLaneErr(t, err, 7, true)
+		requireLaneError(t, err, 7, true)
 
 		_, err = lc.Write([]byte("more"))
-		xRequireLaneErr(t, err, 7, false)
+		requireLaneError(t, err, 7, false)
 		if _, ok := lc.(*xquicLane); ok {
 			require.Error(t, lc.CloseWrite(), "CloseWrite after CancelWrite fails, as in quic-go")
 		}
 		lc.CancelWrite(8) // no effect
 		_, err = ls.Read(make([]byte, 1))
-		xRequireLaneErr(t, err, 7, true)
+		requireLaneError(t, err, 7, true)
 
 		// The other direction is unaffected.
 		_, err = ls.Write([]byte("ok"))
@@ -283,12 +249,12 @@ func TestXQUICCancelWrite(t *testing.T) {
 func TestXQUICCancelWriteUnblocks(t *testing.T) {
 	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, xqSmallWindow)
-		lc, _ := xOpenAccept(t, c, s, "x")
+		lc, _ := openAccept(t, xctx(t), c, s, "x")
 		errc := xqFillUntilBlocked(t, lc)
 		lc.CancelWrite(5)
 		select {
 		case err := <-errc:
-			xRequireLaneErr(t, err, 5, false)
+			requireLaneError(t, err, 5, false)
 		case <-time.After(xTestTimeout):
 			t.Fatal("CancelWrite did not unblock the Write")
 		}
@@ -298,31 +264,31 @@ func TestXQUICCancelWriteUnblocks(t *testing.T) {
 func TestXQUICCancelRead(t *testing.T) {
 	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, xqSmallWindow)
-		lc, ls := xOpenAccept(t, c, s, "x")
+		lc, ls := openAccept(t, xctx(t), c, s, "x")
 
 		// A Write blocked on a full window is woken by the peer's
 		// CancelRead.
 		errc := xqFillUntilBlocked(t, lc)
 		ls.CancelRead(9)
-		xRequireLaneErr(t, <-errc, 9, true)
+		requireLaneError(t, <-errc, 9, true)
 		_, err := lc.Write([]byte("more"))
-		xRequireLaneErr(t, err, 9, true)
+		requireLaneError(t, err, 9, true)
 		_, err = ls.Read(make([]byte, 1))
-		xRequireLaneErr(t, err, 9, false)
+		requireLaneError(t, err, 9, false)
 		ls.CancelRead(10) // no effect
 		_, err = ls.Read(make([]byte, 1))
-		xRequireLaneErr(t, err, 9, false)
+		requireLaneError(t, err, 9, false)
 
 		// CancelRead after the peer's reset keeps the peer's code.
 		ls.CancelWrite(3)
 		_, err = lc.Read(make([]byte, 1))
-		xRequireLaneErr(t, err, 3, true)
+		requireLaneError(t, err, 3, true)
 		lc.CancelRead(4)
 		_, err = lc.Read(make([]byte, 1))
-		xRequireLaneErr(t, err, 3, true)
+		requireLaneError(t, err, 3, true)
 
 		// CancelRead after EOF changes nothing.
-		lc2, ls2 := xOpenAccept(t, c, s, "y")
+		lc2, ls2 := openAccept(t, xctx(t), c, s, "y")
 		require.NoError(t, lc2.CloseWrite())
 		_, err = io.ReadAll(ls2)
 		require.NoError(t, err)
@@ -357,7 +323,7 @@ func TestXQUICControlLane(t *testing.T) {
 
 		ctl.CancelWrite(1)
 		_, err = r.Read(got)
-		xRequireLaneErr(t, err, 1, true)
+		requireLaneError(t, err, 1, true)
 
 		sctl, err := s.OpenControl(ctx)
 		require.NoError(t, err)
@@ -418,8 +384,8 @@ func TestXQUICMaxLanes(t *testing.T) {
 	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, QUICConfig{MaxStreams: 2})
 		ctx := xctx(t)
-		c1, s1 := xOpenAccept(t, c, s, "1")
-		c2, s2 := xOpenAccept(t, c, s, "2")
+		c1, s1 := openAccept(t, xctx(t), c, s, "1")
+		c2, s2 := openAccept(t, xctx(t), c, s, "2")
 
 		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		_, err := c.OpenLane(short)
@@ -427,7 +393,7 @@ func TestXQUICMaxLanes(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 
 		// The limit is per side.
-		xOpenAccept(t, s, c, "from server")
+		openAccept(t, xctx(t), s, c, "from server")
 
 		errc := make(chan error, 1)
 		go func() {
@@ -454,7 +420,7 @@ func TestXQUICMaxLanes(t *testing.T) {
 		s2.CancelRead(1)
 		s2.CancelWrite(1)
 		_, err = c2.Read(make([]byte, 1))
-		xRequireLaneErr(t, err, 1, true)
+		requireLaneError(t, err, 1, true)
 		c2.CancelWrite(1)
 		require.NoError(t, <-errc)
 	})
@@ -463,7 +429,7 @@ func TestXQUICMaxLanes(t *testing.T) {
 func TestXQUICWriteDeadline(t *testing.T) {
 	xqEachPair(t, func(t *testing.T, p xqStackPair) {
 		c, s := p.connect(t, xqSmallWindow)
-		lc, ls := xOpenAccept(t, c, s, "x")
+		lc, ls := openAccept(t, xctx(t), c, s, "x")
 
 		// A Write blocked on a full window fails at the deadline.
 		require.NoError(t, lc.SetWriteDeadline(time.Now().Add(100*time.Millisecond)))
@@ -511,7 +477,7 @@ func TestXQUICCloseWakesEverything(t *testing.T) {
 			t.Run(closer, func(t *testing.T) {
 				c, s := p.connect(t, QUICConfig{MaxStreams: 1})
 				ctx := xctx(t)
-				lc, ls := xOpenAccept(t, c, s, "x")
+				lc, ls := openAccept(t, xctx(t), c, s, "x")
 				_, err := c.OpenControl(ctx)
 				require.NoError(t, err)
 				_, err = s.OpenControl(ctx)
@@ -568,17 +534,17 @@ func TestXQUICCloseWakesEverything(t *testing.T) {
 				close(results)
 				for r := range results {
 					t.Run(r.side+" "+r.what, func(t *testing.T) {
-						xRequireAppErr(t, r.err, 42, r.side != closer)
+						requireAppError(t, r.err, 42, r.side != closer)
 					})
 				}
 				_, err = c.OpenLane(ctx)
-				xRequireAppErr(t, err, 42, closer != "client")
+				requireAppError(t, err, 42, closer != "client")
 				_, err = s.AcceptLane(ctx)
-				xRequireAppErr(t, err, 42, closer != "server")
+				requireAppError(t, err, 42, closer != "server")
 				_, err = lc.Write([]byte("x"))
-				xRequireAppErr(t, err, 42, closer != "client")
+				requireAppError(t, err, 42, closer != "client")
 				_, err = ls.Read(make([]byte, 1))
-				xRequireAppErr(t, err, 42, closer != "server")
+				requireAppError(t, err, 42, closer != "server")
 				lc.CancelWrite(1)
 				lc.CancelRead(1)
 			})
@@ -616,7 +582,7 @@ func TestXQUICContextCancel(t *testing.T) {
 		err := <-errc
 		require.ErrorIs(t, err, context.Canceled)
 		require.NotErrorIs(t, err, ErrConnClosed)
-		xOpenAccept(t, c, s, "still works")
+		openAccept(t, xctx(t), c, s, "still works")
 	})
 }
 
@@ -637,7 +603,7 @@ func TestXQUICNoGoroutineLeak(t *testing.T) {
 			require.NoError(t, err)
 			sc, err := ln.Accept(xctx(t))
 			require.NoError(t, err)
-			xOpenAccept(t, c, sc, "x")
+			openAccept(t, xctx(t), c, sc, "x")
 			require.NoError(t, c.CloseWithError(0, ""))
 			<-sc.Done()
 			sc.CloseWithError(0, "")
