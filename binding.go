@@ -62,7 +62,7 @@ func dial(ctx context.Context, t Transport, addr string, tlsConf *tls.Config, qc
 	case TransportXQUIC:
 		return transport.DialXQUIC(ctx, addr, tlsConf, qc)
 	case TransportTCP:
-		return transport.DialTCP(ctx, addr, tlsConf, tcpConfig(qc))
+		return transport.DialTCP(ctx, addr, tlsConf, qc.TCPConfig())
 	}
 	return transport.DialQUIC(ctx, addr, tlsConf, qc)
 }
@@ -73,29 +73,7 @@ func listen(t Transport, addr string, tlsConf *tls.Config, qc transport.QUICConf
 	case TransportXQUIC:
 		return transport.ListenXQUIC(addr, tlsConf, qc)
 	case TransportTCP:
-		return transport.ListenTCP(addr, tlsConf, tcpConfig(qc))
+		return transport.ListenTCP(addr, tlsConf, qc.TCPConfig())
 	}
 	return transport.ListenQUIC(addr, tlsConf, qc)
-}
-
-// tcpConfig sizes the TCP binding as quicConfig sizes QUIC: its lane and
-// connection buffers hold what bp/1's windows and budget allow, plus
-// slack, and its idle timeout and caps are QUIC's.
-func tcpConfig(qc transport.QUICConfig) transport.TCPConfig {
-	win, budget := int(qc.MaxStreamWindow), int(qc.SessionBudget)
-	if win == 0 {
-		win = 16 << 20
-	}
-	if budget == 0 {
-		budget = 64 << 20
-	}
-	return transport.TCPConfig{
-		MaxLanes:         qc.MaxStreams,
-		MaxLaneBuffer:    win + 1<<20,
-		MaxConnBuffer:    max(budget, win) + 1<<20,
-		IdleTimeout:      qc.IdleTimeout,
-		HandshakeTimeout: qc.HandshakeTimeout,
-		MaxConns:         qc.MaxConns,
-		MaxHandshakes:    qc.MaxHandshakes,
-	}
 }

@@ -44,10 +44,10 @@ func bindingNamed(name string) (testBinding, bool) {
 		return testBinding{
 			name: "tcp",
 			listen: func(addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Listener, error) {
-				return transport.ListenTCP(addr, tlsConf, tcpConfigFor(qc))
+				return transport.ListenTCP(addr, tlsConf, qc.TCPConfig())
 			},
 			dial: func(ctx context.Context, addr string, tlsConf *tls.Config, qc transport.QUICConfig) (transport.Conn, error) {
-				return transport.DialTCP(ctx, addr, tlsConf, tcpConfigFor(qc))
+				return transport.DialTCP(ctx, addr, tlsConf, qc.TCPConfig())
 			},
 		}, true
 	}
@@ -74,17 +74,6 @@ func requireQUICGo(t testing.TB) {
 	}
 }
 
-// tcpConfigFor sizes the TCP binding as bp.Dial does.
-func tcpConfigFor(qc transport.QUICConfig) transport.TCPConfig {
-	win, budget := int(qc.MaxStreamWindow), int(qc.SessionBudget)
-	if win == 0 {
-		win = 16 << 20
-	}
-	if budget == 0 {
-		budget = 64 << 20
-	}
-	return transport.TCPConfig{MaxLanes: qc.MaxStreams, MaxLaneBuffer: win + 1<<20, MaxConnBuffer: max(budget, win) + 1<<20, IdleTimeout: qc.IdleTimeout}
-}
 
 // requireStack skips a test that depends on how one binding behaves
 // underneath (its buffers, its stream handling) unless that binding is

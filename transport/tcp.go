@@ -71,6 +71,24 @@ type TCPConfig struct {
 	MaxHandshakes int
 }
 
+// TCPConfig returns the TCP binding's configuration that matches c, as
+// XQUICConfig does for x/net/quic: lane and connection buffers that hold
+// what bp/1's window and budget allow (as QUIC's windows do, with the
+// same slack), c's lane limit, idle and handshake timeouts, and listener
+// caps.
+func (c QUICConfig) TCPConfig() TCPConfig {
+	q := c.quicConfig()
+	return TCPConfig{
+		MaxLanes:         q.MaxIncomingStreams,
+		MaxLaneBuffer:    int(q.MaxStreamReceiveWindow),
+		MaxConnBuffer:    int(q.MaxConnectionReceiveWindow),
+		IdleTimeout:      q.MaxIdleTimeout,
+		HandshakeTimeout: q.HandshakeIdleTimeout,
+		MaxConns:         c.MaxConns,
+		MaxHandshakes:    c.MaxHandshakes,
+	}
+}
+
 // Defaults of TCPConfig.
 const (
 	tcpDefaultLaneBuffer = 16<<20 + 1<<20

@@ -514,3 +514,16 @@ func TestTCPAddrs(t *testing.T) {
 	require.True(t, ok)
 	require.True(t, strings.HasPrefix(s.LocalAddr().String(), "127.0.0.1:"))
 }
+
+// TestTCPConfigFromQUICConfig: the TCP binding holds what QUIC's windows
+// would for the same bp/1 windows, budget and limits.
+func TestTCPConfigFromQUICConfig(t *testing.T) {
+	q := QUICConfig{MaxStreamWindow: 1 << 20, SessionBudget: 4 << 20, MaxStreams: 7, IdleTimeout: 3 * time.Second, MaxConns: 5, MaxHandshakes: 2}
+	require.Equal(t, TCPConfig{
+		MaxLanes: 7, MaxLaneBuffer: 1<<20 + quicSlack, MaxConnBuffer: 4<<20 + quicSlack,
+		IdleTimeout: 3 * time.Second, HandshakeTimeout: 10 * time.Second, MaxConns: 5, MaxHandshakes: 2,
+	}, q.TCPConfig())
+	d := QUICConfig{}.TCPConfig()
+	require.Equal(t, tcpDefaultLaneBuffer, d.MaxLaneBuffer, "the defaults agree")
+	require.Equal(t, tcpDefaultConnBuffer, d.MaxConnBuffer)
+}
