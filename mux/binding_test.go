@@ -74,7 +74,6 @@ func requireQUICGo(t testing.TB) {
 	}
 }
 
-
 // requireStack skips a test that depends on how one binding behaves
 // underneath (its buffers, its stream handling) unless that binding is
 // under test; why says what it depends on.
