@@ -69,9 +69,7 @@ func currentBinding(t testing.TB) testBinding {
 // under test is quic-go's.
 func requireQUICGo(t testing.TB) {
 	t.Helper()
-	if b := currentBinding(t); b.name != "quic" {
-		t.Skipf("speaks QUIC to a quic-go server itself; the binding under test is %s", b.name)
-	}
+	requireStack(t, "quic", "speaks QUIC to a quic-go server itself")
 }
 
 // requireStack skips a test that depends on how one binding behaves
