@@ -39,8 +39,13 @@ type sim struct {
 	nextID int
 	where  string // run/step/op, for failure messages
 
+	// urgencies: streams open with random urgencies, which change now and
+	// then; off, every stream has the zero Config's urgency 0.
+	urgencies bool
+
 	// counters, to check the simulation explored what it should
 	opened, refused, closed, grants, blockedGrants, shrinks, grownBeyondInitial int
+	priorityRefusals                                                            int
 }
 
 func (m *sim) fatalf(format string, args ...any) {
@@ -53,7 +58,11 @@ func (m *sim) open() {
 		return
 	}
 	free := m.b.Total() - m.b.Used()
-	r, err := NewReceiver(m.cfg, m.b, m.now)
+	cfg := m.cfg
+	if m.urgencies {
+		cfg.Urgency = uint8(m.rng.IntN(8))
+	}
+	r, err := NewReceiver(cfg, m.b, m.now)
 	if err != nil {
 		if !errors.Is(err, ErrBudgetExhausted) {
 			m.fatalf("NewReceiver: %v", err)
@@ -111,6 +120,39 @@ func (m *sim) newLimit(st *simStream, limit uint64, ok bool, what string) {
 }
 
 func (m *sim) step() {
+	if m.urgencies {
+		m.stepUrgent()
+		return
+	}
+	m.step1()
+}
+
+// stepUrgent is a step with urgencies: now and then a stream's urgency
+// changes, and a step in which a stream's window grew must not have taken
+// the budget's use past that stream's share (unless it was past already).
+func (m *sim) stepUrgent() {
+	if st := m.pick(); st != nil && m.rng.IntN(50) == 0 {
+		st.r.SetUrgency(uint8(m.rng.IntN(8)))
+	}
+	before := m.b.Used()
+	growths := make(map[*simStream]uint64, len(m.live))
+	for _, st := range m.live {
+		growths[st] = st.r.Counts().Growths
+	}
+	m.step1()
+	for _, st := range m.live {
+		g, ok := growths[st]
+		if !ok || st.r.Counts().Growths == g {
+			continue
+		}
+		if share := m.b.Share(st.r.Urgency()); m.b.Used() > max(before, share) {
+			m.fatalf("stream %d (urgency %d) grew the budget's use from %d to %d past its share %d",
+				st.id, st.r.Urgency(), before, m.b.Used(), share)
+		}
+	}
+}
+
+func (m *sim) step1() {
 	st := m.pick()
 	op := m.rng.IntN(100)
 	m.where += fmt.Sprintf(" op %d", op)
@@ -216,6 +258,7 @@ func (m *sim) step() {
 			return
 		}
 		st.r.Close()
+		m.priorityRefusals += int(st.r.Counts().PriorityRefusals)
 		for i, x := range m.live {
 			if x == st {
 				m.live = append(m.live[:i], m.live[i+1:]...)
@@ -252,6 +295,9 @@ func (m *sim) check() {
 		if r.Window() > m.cfg.Initial {
 			m.grownBeyondInitial++
 		}
+		if c := r.Counts(); c.PriorityRefusals > c.Refusals {
+			m.fatalf("stream %d: %d priority refusals of %d refusals", st.id, c.PriorityRefusals, c.Refusals)
+		}
 		if s.Sent() > s.Max() {
 			m.fatalf("stream %d: peer sent %d with max %d", st.id, s.Sent(), s.Max())
 		}
@@ -272,7 +318,13 @@ func pickU(rng *rand.Rand, xs ...uint64) uint64 { return xs[rng.IntN(len(xs))] }
 
 // TestProperties drives several receivers sharing one budget through random
 // interleavings and checks every invariant after every step.
-func TestProperties(t *testing.T) {
+func TestProperties(t *testing.T) { runProperties(t, false) }
+
+// TestPropertiesUrgencies is TestProperties with streams of random,
+// changing urgencies.
+func TestPropertiesUrgencies(t *testing.T) { runProperties(t, true) }
+
+func runProperties(t *testing.T, urgencies bool) {
 	const (
 		seed  = 0x62702f31 // "bp/1"
 		runs  = 200
@@ -294,6 +346,8 @@ func TestProperties(t *testing.T) {
 			b:   NewBudget(initial*(1+rng.Uint64N(12)) + rng.Uint64N(initial)),
 			now: t0,
 			rtt: []time.Duration{0, ms(1), ms(10), ms(100)}[rng.IntN(4)],
+
+			urgencies: urgencies,
 		}
 		m.where = fmt.Sprintf("run %d (%+v, budget %d)", run, cfg, m.b.Total())
 		m.open() // the budget always fits one stream
@@ -308,6 +362,9 @@ func TestProperties(t *testing.T) {
 		for _, st := range m.live {
 			st.r.Close()
 		}
+		for _, st := range m.live {
+			m.priorityRefusals += int(st.r.Counts().PriorityRefusals)
+		}
 		if m.b.Used() != 0 {
 			t.Fatalf("run %d: %d bytes still used after closing every stream", run, m.b.Used())
 		}
@@ -318,9 +375,13 @@ func TestProperties(t *testing.T) {
 		total.blockedGrants += m.blockedGrants
 		total.shrinks += m.shrinks
 		total.grownBeyondInitial += m.grownBeyondInitial
+		total.priorityRefusals += m.priorityRefusals
 	}
-	t.Logf("opened %d, refused %d, closed %d, grants %d (%d on BLOCKED), idle shrinks %d, grown stream-steps %d",
-		total.opened, total.refused, total.closed, total.grants, total.blockedGrants, total.shrinks, total.grownBeyondInitial)
+	t.Logf("opened %d, refused %d, closed %d, grants %d (%d on BLOCKED), idle shrinks %d, grown stream-steps %d, priority refusals %d",
+		total.opened, total.refused, total.closed, total.grants, total.blockedGrants, total.shrinks, total.grownBeyondInitial, total.priorityRefusals)
+	if urgencies && total.priorityRefusals == 0 {
+		t.Errorf("the simulation never refused growth for priority")
+	}
 	// The simulation must have reached every interesting state.
 	for name, n := range map[string]int{
 		"refused": total.refused, "closed": total.closed, "grants on BLOCKED": total.blockedGrants,

@@ -2,7 +2,8 @@
 // of one stream (what was granted, received and consumed), send-side credit,
 // the rule for when a WINDOW_UPDATE is worth sending, auto-tuning of a
 // stream's window toward its bandwidth-delay product, and the session
-// budget that bounds the sum of all receive buffers.
+// budget that bounds the sum of all receive buffers, whose growth part is
+// granted by stream urgency under pressure (priority.go).
 //
 // It is pure logic: no goroutines, no I/O, and no clock of its own. Every
 // method that depends on time takes the current time as an argument, so
@@ -72,6 +73,9 @@ func (b *Budget) reserveExactly(n uint64) bool {
 func (b *Budget) reserveUpTo(n uint64) uint64 {
 	b.lock()
 	defer b.unlock()
+	if b.used >= b.total { // reserveAnyway may have taken used past total
+		return 0
+	}
 	n = min(n, b.total-b.used)
 	b.used += n
 	return n
@@ -107,6 +111,14 @@ type Config struct {
 	// IdleAfter is how long a stream with unread data may go without a
 	// read before its window shrinks back to Initial. Zero disables it.
 	IdleAfter time.Duration
+	// Urgency is the stream's RFC 9218 urgency, 0 (most urgent) to 7
+	// (least urgent), which decides how much of the session budget its
+	// growth beyond Initial may use (see [Share]); Initial itself is never
+	// subject to it. The zero value is urgency 0, whose growth may use the
+	// whole budget, first come first served: what a Config without an
+	// urgency has always meant. A stream that follows RFC 9218's default
+	// sets [DefaultUrgency]. [Receiver.SetUrgency] changes it later.
+	Urgency uint8
 }
 
 // UpdateFraction is the share of the window that must have been consumed
@@ -138,16 +150,27 @@ type Receiver struct {
 	// budgetLimited: the last attempt to grow the window got less than it
 	// wanted from the budget, and the window has not grown or shrunk since.
 	budgetLimited bool
+	urgency       uint8
 	counts        Counts
 }
 
 // Counts are a Receiver's window-sizing events, ever.
 type Counts struct {
-	Growths  uint64 // times the window grew
-	Shrinks  uint64 // times an idle stream's window shrank back to Initial
-	Refusals uint64 // growth attempts the budget cut short
+	Growths uint64 // times the window grew
+	Shrinks uint64 // times an idle stream's window shrank back to Initial
+	// Refusals counts growth attempts the budget cut short, for any reason:
+	// the budget was full, or the stream's urgency share of it was.
+	Refusals uint64
 	// Refused is the growth, in bytes, the latest refusal denied.
 	Refused uint64
+	// PriorityRefusals counts the refusals (a subset of Refusals) that the
+	// stream's urgency caused: the budget had free bytes the stream wanted,
+	// but using them would have taken the session past its urgency's share
+	// (see [Share]), the part kept for more urgent streams.
+	PriorityRefusals uint64
+	// PriorityRefused is the growth, in bytes, that the latest priority
+	// refusal denied although the budget had them free.
+	PriorityRefused uint64
 }
 
 // NewReceiver returns the accounting of a new stream, with its initial
@@ -157,6 +180,9 @@ type Counts struct {
 func NewReceiver(cfg Config, budget *Budget, now time.Time) (*Receiver, error) {
 	if cfg.Initial == 0 || cfg.Max < cfg.Initial {
 		return nil, fmt.Errorf("window: invalid config: initial %d, max %d", cfg.Initial, cfg.Max)
+	}
+	if cfg.Urgency > LeastUrgent {
+		return nil, fmt.Errorf("window: invalid config: urgency %d, want 0 to %d", cfg.Urgency, LeastUrgent)
 	}
 	if !budget.reserveExactly(cfg.Initial) {
 		return nil, fmt.Errorf("%w: %d of %d bytes in use, stream needs %d",
@@ -170,6 +196,7 @@ func NewReceiver(cfg Config, budget *Budget, now time.Time) (*Receiver, error) {
 		reserved:   cfg.Initial,
 		epochStart: now,
 		lastRead:   now,
+		urgency:    cfg.Urgency,
 	}, nil
 }
 
@@ -324,7 +351,8 @@ func (r *Receiver) autoTune(now time.Time) {
 	r.epochStart, r.epochOffset = now, r.consumed
 }
 
-// grow doubles the window within Max and the free part of the budget.
+// grow doubles the window within Max and the part of the budget the
+// stream's urgency may use.
 func (r *Receiver) grow(now time.Time) {
 	want := min(2*r.window, r.cfg.Max)
 	if want <= r.window {
@@ -333,12 +361,16 @@ func (r *Receiver) grow(now time.Time) {
 	need := r.needed(want)
 	limited := false
 	if need > r.reserved {
-		got := r.budget.reserveUpTo(need - r.reserved)
+		got, free := r.budget.reserveUpToShare(need-r.reserved, r.urgency)
 		r.reserved += got
 		if r.reserved < need {
 			limited = true
 			r.counts.Refusals++
 			r.counts.Refused = need - r.reserved
+			if free > got {
+				r.counts.PriorityRefusals++
+				r.counts.PriorityRefused = free - got
+			}
 			want -= need - r.reserved // take what the budget can give
 		}
 	}
