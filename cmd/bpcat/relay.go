@@ -19,7 +19,9 @@ import (
 // its own session to the upstream. Its memory per stream is the windows it
 // grants plus one copy buffer per direction: it reads a stream only as
 // fast as the other hop's credit lets it write, so backpressure crosses
-// the hop.
+// the hop. With --spool, the direction towards the upstream goes through
+// a bounded queue on disk instead (spool.go, which documents the restart
+// contract), and backpressure reaches the client only once it is full.
 type relay struct {
 	e        *env
 	upstream string
@@ -30,6 +32,7 @@ type relay struct {
 	upCfg    *mux.Config
 	timeout  time.Duration
 	quiet    bool
+	spool    *spooler // nil: no --spool
 
 	logMu sync.Mutex // one log line at a time
 }
@@ -42,6 +45,7 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 	var traceFile string
 	var quiet bool
 	var timeout time.Duration
+	var spf spoolFlags
 	fs := newFlagSet(e, "relay", "[flags] LISTEN_ADDR UPSTREAM_ADDR")
 	wf.register(fs)
 	st.register(fs)
@@ -49,6 +53,7 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&traceFile, "trace", "", "write every flow-control event of both hops to `FILE` as JSON lines")
 	fs.BoolVar(&quiet, "quiet", false, "do not log sessions and streams")
 	registerTimeout(fs, &timeout)
+	spf.register(fs)
 	rest, err := fs.parse(args, 2, 2)
 	if err != nil {
 		return err
@@ -76,6 +81,15 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		downHook, upHook = tw.Hook("relay-down"), tw.Hook("relay-up")
 	}
 	r := &relay{e: e, upstream: rest[1], tlsConf: tlsConf, ver: ver, sf: &wf, timeout: timeout, quiet: quiet}
+	if r.spool, err = spf.open(fs, r.logf); err != nil {
+		return err
+	}
+	if r.spool != nil {
+		defer func() {
+			r.spool.close()
+			r.logf("%s", r.spool.summary())
+		}()
+	}
 	if r.downCfg, err = wf.config(downHook); err == nil {
 		r.upCfg, err = wf.config(upHook)
 	}
@@ -119,6 +133,13 @@ func (r *relay) serve(ctx context.Context, st *serverTLS, addr, host string) err
 	r.logf("relaying to %s", r.upstream)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if r.spool != nil {
+		wg.Go(func() {
+			r.spool.deliverPending(ctx, func(ctx context.Context) (*mux.Session, error) {
+				return dial(ctx, r.sf.address(r.upstream), r.tlsConf, r.ver, r.upCfg, r.timeout)
+			})
+		})
+	}
 	for {
 		down, err := ln.Accept(ctx)
 		if err != nil {
@@ -175,7 +196,7 @@ func (r *relay) session(ctx context.Context, down *mux.Session) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.stream(sctx, s, up)
+			r.stream(ctx, sctx, s, up)
 		}()
 	}
 	wg.Wait()
@@ -197,9 +218,10 @@ func (r *relay) session(ctx context.Context, down *mux.Session) {
 }
 
 // stream relays one stream both ways through one copy buffer per
-// direction. Each direction ends by half-closing the other hop and
-// waiting until that hop consumed everything.
-func (r *relay) stream(ctx context.Context, ds *mux.Stream, up *mux.Session) {
+// direction (towards the upstream through the spool, if any). Each
+// direction ends by half-closing the other hop and waiting until that hop
+// consumed everything. relayCtx is the relay's, ctx the session's.
+func (r *relay) stream(relayCtx, ctx context.Context, ds *mux.Stream, up *mux.Session) {
 	octx, cancel := context.WithTimeout(ctx, r.timeout)
 	us, err := up.Open(octx)
 	cancel()
@@ -218,6 +240,20 @@ func (r *relay) stream(ctx context.Context, ds *mux.Stream, up *mux.Session) {
 	ctx, cancel = context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 2)
+	// abort resets both hops, with the code of err if it is a stream's
+	// reset, which ends both directions.
+	var abortOnce sync.Once
+	abort := func(err error) {
+		abortOnce.Do(func() {
+			code := framing.Cancel
+			var se *mux.StreamError
+			if errors.As(err, &se) {
+				code = se.Code
+			}
+			ds.Reset(code)
+			us.Reset(code)
+		})
+	}
 	forward := func(dst, src *mux.Stream, what string) {
 		n, err := copyData(ctx, dst, src, 0)
 		if err == nil {
@@ -229,25 +265,47 @@ func (r *relay) stream(ctx context.Context, ds *mux.Stream, up *mux.Session) {
 		}
 		errs <- err
 	}
-	go forward(us, ds, "to upstream")
+	var ss *spoolStream
+	if r.spool != nil {
+		if ss, err = r.spool.newStream(ds.ID()); err != nil {
+			r.logf("relay: stream %d: %v", ds.ID(), oneLine(err))
+			ds.Reset(framing.InternalError)
+			us.Reset(framing.InternalError)
+			return
+		}
+		go func() {
+			n, err := ss.forward(ctx, us, ds, abort)
+			if err != nil {
+				err = fmt.Errorf("to upstream after %s: %w", formatSize(uint64(n)), err)
+			}
+			errs <- err
+		}()
+	} else {
+		go forward(us, ds, "to upstream")
+	}
 	go forward(ds, us, "from upstream")
 	var first error
 	for range 2 {
 		if err := <-errs; err != nil && first == nil {
 			first = err
-			// Abort both hops, which ends the other direction too.
-			code := framing.Cancel
-			var se *mux.StreamError
-			if errors.As(err, &se) {
-				code = se.Code
-			}
-			ds.Reset(code)
-			us.Reset(code)
+			abort(err) // which ends the other direction too
 		}
 	}
 	dst, ust := ds.Stats(), us.Stats()
+	spooled := ""
+	if ss != nil {
+		if what := ss.finish(relayCtx); what != "" {
+			r.logf("relay: stream %d: %s", ds.ID(), what)
+		}
+		spooled = "; " + ss.stats()
+	}
 	if first != nil {
-		r.logf("relay: stream %d aborted: %v", ds.ID(), oneLine(first))
+		r.logf("relay: stream %d aborted: %v%s", ds.ID(), oneLine(first), spooled)
+		return
+	}
+	if ss != nil {
+		r.logf("stream %d: %s to upstream, %s back (stalls: %d downstream, %d upstream)%s",
+			ds.ID(), formatSize(ust.BytesSent), formatSize(dst.BytesSent), dst.Stalls, ust.Stalls, spooled)
 		return
 	}
 	r.logf("stream %d: %s to upstream, %s back; held at most one window per hop (stalls: %d downstream, %d upstream)",

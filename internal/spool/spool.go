@@ -343,6 +343,10 @@ func (q *Queue) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Rewind moves the read offset back to the head: what was read and not
+// acknowledged is read again (as after a restart).
+func (q *Queue) Rewind() { q.read = q.head }
+
 // Ack acknowledges n more bytes after the head, which must have been read:
 // they will not be read again, even after a restart, once recorded (by
 // Checkpoint, Close, or this Ack when it deletes a segment).
