@@ -164,11 +164,11 @@ type spoolQueue struct {
 
 func openSpooler(dir string, size int64, logf func(string, ...any)) (*spooler, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("--spool %s: %w", dir, errors.Unwrap(err))
+		return nil, fmt.Errorf("--spool %s: %w", dir, pathCause(err))
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, spoolLockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("--spool %s: cannot write there: %w", dir, errors.Unwrap(err))
+		return nil, fmt.Errorf("--spool %s: cannot write there: %w", dir, pathCause(err))
 	}
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		lock.Close()
@@ -184,6 +184,15 @@ func openSpooler(dir string, size int64, logf func(string, ...any)) (*spooler, e
 		return nil, err
 	}
 	return sp, nil
+}
+
+// pathCause is err without the path, which the message names already.
+func pathCause(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // recover opens the queues an earlier run left in the directory, oldest
