@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpmux/bp/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -188,21 +191,43 @@ func collect(r io.Reader) <-chan []byte {
 	return ch
 }
 
-// TestRelaySpoolRestart: the relay is killed (SIGKILL) while its spool
-// holds data for a slow upstream; a relay started again on the same
-// directory delivers what was left, on a new stream, to the upstream (a
-// new listener here), from the last acknowledged byte: what the first
-// listener got and what the second got together are everything the
-// producer wrote, in order, with no gap and at most a small overlap (at
-// least once).
-func TestRelaySpoolRestart(t *testing.T) {
+// TestRelaySpoolReplay: the relay's spool holds data for a slow upstream
+// when the transfer is cut: the relay is killed (SIGKILL) or interrupted
+// (SIGTERM) and started again on the same directory, or the upstream
+// listener dies and one comes back at its address while the relay runs.
+// The spool's leftover is delivered on a new stream, to the upstream,
+// from the last byte the upstream acknowledged: what the first listener
+// got and what the second got together are everything the producer
+// wrote, in order, with no gap and at most a small overlap (at least
+// once).
+func TestRelaySpoolReplay(t *testing.T) {
+	for _, how := range []string{"relay-sigkill", "relay-sigterm", "upstream-lost"} {
+		t.Run(how, func(t *testing.T) { spoolReplay(t, how) })
+	}
+}
+
+func spoolReplay(t *testing.T, how string) {
 	const total = 12 << 20
 	dir := filepath.Join(t.TempDir(), "spool")
-	l1, addr1, fp1 := startListener(t, "listen-1", nil, nil, "--read-rate", "2MiB", "--window", "256KiB", "--max-window", "256KiB", "--dead-peer", "1s")
+	// One certificate for both listeners, so that the relay's pin holds
+	// for the second one.
+	cert, err := transport.SelfSigned("127.0.0.1")
+	require.NoError(t, err)
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	require.NoError(t, err)
+	certFile, keyFile := filepath.Join(t.TempDir(), "cert.pem"), filepath.Join(t.TempDir(), "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600))
+
+	port := freeUDPPort(t)
+	l1 := start(t, "listen-1", nil, nil, "listen", "--cert", certFile, "--key", keyFile, "--read-rate", "2MiB",
+		"--window", "256KiB", "--max-window", "256KiB", "--dead-peer", "1s", "127.0.0.1:"+port)
 	l1.stdin.Close()
+	fp := l1.waitLine(`^fingerprint (sha256:[0-9a-f]{64})$`)[1]
+	addr := l1.waitLine(`^listening on (127\.0\.0\.1:\d+)$`)[1]
 	out1 := collect(l1.stdout)
-	r1, raddr, rfp := startRelay(t, "relay-1", addr1, fp1, "--spool", dir, "--spool-max", "16MiB")
-	c := start(t, "connect", nil, nil, "connect", "--pin", rfp, "--dead-peer", "1s", raddr)
+	r1, raddr, rfp := startRelay(t, "relay-1", addr, fp, "--spool", dir, "--spool-max", "16MiB", "--dead-peer", "1s", "--timeout", "1s")
+	c := start(t, "connect", nil, nil, "connect", "--pin", rfp, raddr)
 	go io.Copy(io.Discard, c.stdout)
 	prod := newProducer(12)
 	rec := &recorder{w: c.stdin}
@@ -218,17 +243,35 @@ func TestRelaySpoolRestart(t *testing.T) {
 	// its spool: from the client's side the relay consumed it.
 	assert.Equal(t, 0, c.wait(20*time.Second), "connect exit code")
 	time.Sleep(time.Second) // the listener reads a few MiB meanwhile
-	r1.signal(syscall.SIGKILL)
-	r1.wait(10 * time.Second)
-	assert.Equal(t, 1, l1.wait(20*time.Second), "listen-1 exit code: its transfer was cut")
+
+	r2 := r1
+	switch how {
+	case "relay-sigkill", "relay-sigterm":
+		sig := map[string]syscall.Signal{"relay-sigkill": syscall.SIGKILL, "relay-sigterm": syscall.SIGTERM}[how]
+		r1.signal(sig)
+		r1.wait(10 * time.Second)
+		if sig == syscall.SIGTERM {
+			assert.Regexp(t, `(?m)^relay: stream 1: spool: .* kept in stream-.*, to deliver when the relay next starts$`, r1.stderrText())
+			assert.Regexp(t, `(?m)^spool .*: .* kept for the next start$`, r1.stderrText())
+		}
+	case "upstream-lost":
+		l1.signal(syscall.SIGKILL)
+		r1.waitLine(`^relay: stream 1: spool: .* kept in stream-.*, to deliver on a new stream$`)
+	}
+	l1.wait(20 * time.Second)
 	got1 := <-out1
 
-	l2, addr2, fp2 := startListener(t, "listen-2", nil, nil)
+	l2 := start(t, "listen-2", nil, nil, "listen", "--cert", certFile, "--key", keyFile, "127.0.0.1:"+port)
 	l2.stdin.Close()
+	l2.waitLine(`^listening on `)
 	out2 := collect(l2.stdout)
-	r2, _, _ := startRelay(t, "relay-2", addr2, fp2, "--spool", dir, "--spool-max", "16MiB")
+	if how != "upstream-lost" {
+		r2, _, _ = startRelay(t, "relay-2", addr, fp, "--spool", dir, "--spool-max", "16MiB")
+	}
 	r2.waitLine(`^spool: delivered .* on a new stream$`)
-	assert.Regexp(t, `(?m)^spool: .* left by an earlier run in 1 stream\(s\), to deliver upstream again$`, r2.stderrText())
+	if how != "upstream-lost" {
+		assert.Regexp(t, `(?m)^spool: .* left by an earlier run in 1 stream\(s\), to deliver upstream again$`, r2.stderrText())
+	}
 	assert.Equal(t, 0, l2.wait(20*time.Second), "listen-2 exit code")
 	got2 := <-out2
 
@@ -237,18 +280,18 @@ func TestRelaySpoolRestart(t *testing.T) {
 	require.True(t, bytes.Equal(got1, sent[:len(got1)]), "listen-1 got something else than the start of the data")
 	require.NotEmpty(t, got2, "nothing delivered after the restart")
 	// Where the replay starts: at or before the end of what listen-1 got.
-	start := -1
-	for h := len(got1); h >= max(0, len(got1)-(8<<20)) && start < 0; h-- {
+	from := -1
+	for h := len(got1); h >= max(0, len(got1)-(8<<20)) && from < 0; h-- {
 		if h+len(got2) == len(sent) && bytes.Equal(got2, sent[h:]) {
-			start = h
+			from = h
 		}
 	}
-	t.Logf("listen-1 got %.2f MiB before the kill; listen-2 got %.2f MiB from offset %d: %d bytes delivered twice",
-		float64(len(got1))/(1<<20), float64(len(got2))/(1<<20), start, len(got1)-start)
-	require.GreaterOrEqual(t, start, 0, "the replay is not the rest of the data from at or before where listen-1 stopped (a gap, or a reorder)")
+	t.Logf("%s: listen-1 got %.2f MiB before the cut; listen-2 got %.2f MiB from offset %d: %d bytes delivered twice",
+		how, float64(len(got1))/(1<<20), float64(len(got2))/(1<<20), from, len(got1)-from)
+	require.GreaterOrEqual(t, from, 0, "the replay is not the rest of the data from at or before where listen-1 stopped (a gap, or a reorder)")
 	assert.Greater(t, len(got1), 1<<20, "listen-1 read too little for the test to mean much")
 	assert.Less(t, len(got2), total, "the replay started from the beginning")
-	assert.LessOrEqual(t, len(got1)-start, 1<<20, "more than about a window delivered twice")
+	assert.LessOrEqual(t, len(got1)-from, 1<<20, "more than about a window delivered twice")
 	assertSpoolEmpty(t, dir)
 	r2.signal(syscall.SIGTERM)
 	assert.Equal(t, exitSIGTRM, r2.wait(10*time.Second))
