@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -198,13 +199,21 @@ func (p *Policy) delay(attempt int, hint time.Duration, rng *rand.Rand) time.Dur
 	width := p.Backoff(attempt)
 	if hint > 0 {
 		if s := p.hintSpread(); s > 0 {
-			width = min(max(width, time.Duration(s*float64(hint))), p.cap())
+			spread := time.Duration(math.MaxInt64)
+			if f := s * float64(hint); f < math.MaxInt64 {
+				spread = time.Duration(f)
+			}
+			width = min(max(width, spread), p.cap())
 		}
 	}
 	if width <= 0 {
 		return hint
 	}
-	return hint + time.Duration(rng.Int64N(int64(width)))
+	j := time.Duration(rng.Int64N(int64(width)))
+	if hint > math.MaxInt64-j { // an absurd hint: saturate, never wrap
+		return math.MaxInt64
+	}
+	return hint + j
 }
 
 // Backoff returns the bound of the full-jitter backoff of the retry after

@@ -3,6 +3,7 @@ package retry
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -146,6 +147,22 @@ func TestDelayWithHint(t *testing.T) {
 			assert.Greater(t, hi, tc.hi-span/20, "spans up to the top")
 		})
 	}
+}
+
+// TestDelayAbsurdHint: a hint near the largest duration, with a spread
+// that would overflow, saturates instead of wrapping to a short wait.
+func TestDelayAbsurdHint(t *testing.T) {
+	hint := time.Duration(math.MaxInt64 - int64(time.Second))
+	p := &Policy{Base: time.Millisecond, Cap: time.Minute, HintSpread: 4, Rand: seeded(7)}
+	saturated := 0
+	for i := 0; i < 100; i++ {
+		d := p.Delay(0, hintErr(hint))
+		require.GreaterOrEqual(t, d, hint)
+		if d == math.MaxInt64 {
+			saturated++
+		}
+	}
+	assert.Positive(t, saturated)
 }
 
 func wrap(err error) error { return &wrapped{err} }
