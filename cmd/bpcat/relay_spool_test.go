@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -106,8 +108,12 @@ func TestRelaySpoolAbsorbsStall(t *testing.T) {
 	// What it would have written at the rate over the time it really had
 	// (a loaded machine may have given it less: compare with that).
 	atRate := int64(last.at.Seconds() * rate)
-	t.Logf("during the stall the producer wrote %.1f MiB in %v (%.1f MiB/s; at the rate %.1f MiB); samples %v",
-		float64(last.n)/(1<<20), last.at.Round(time.Millisecond), float64(last.n)/(1<<20)/last.at.Seconds(), float64(atRate)/(1<<20), samples)
+	var trail strings.Builder
+	for i := 4; i < len(samples); i += 5 {
+		fmt.Fprintf(&trail, " %.1fs:%.1fMiB", samples[i].at.Seconds(), float64(samples[i].n)/(1<<20))
+	}
+	t.Logf("during the stall the producer wrote %.1f MiB in %v (%.1f MiB/s; at the rate %.1f MiB); written by then:%s",
+		float64(last.n)/(1<<20), last.at.Round(time.Millisecond), float64(last.n)/(1<<20)/last.at.Seconds(), float64(atRate)/(1<<20), trail.String())
 	// Without a spool the producer is held after about 1MiB (pipes,
 	// windows, copy buffers: TestRelayHoldsProducer). With it, it must
 	// have written most of what its rate allowed: it was not blocked for

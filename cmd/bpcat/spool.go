@@ -13,7 +13,8 @@ package main
 // application has read it (bp/1's WINDOW_UPDATEs tell the relay so), so
 // what is in flight to the upstream counts too. When SIZE is held the
 // relay stops reading from the clients, and bp/1's backpressure reaches
-// them as it would without a spool; it reads again once 64KiB are free.
+// them as it would without a spool; it reads again once there is room for
+// the copy buffer it read last.
 // Only the direction towards UPSTREAM_ADDR is spooled; what the upstream
 // sends back is relayed as without a spool.
 //
@@ -87,8 +88,6 @@ const (
 	// minSpoolSize is the least --spool-max: a few copy buffers, so that
 	// a spool absorbs more than the relay's memory already does.
 	minSpoolSize = 1 << 20
-	// spoolResume is what must be free before reading resumes.
-	spoolResume = copyBufSize
 	// spoolPoll is how often an idle drainer looks for the upstream's
 	// acknowledgements.
 	spoolPoll = 20 * time.Millisecond
@@ -106,8 +105,9 @@ type spoolFlags struct {
 }
 
 func (f *spoolFlags) register(fs *flagSet) {
-	fs.StringVar(&f.dir, "spool", "", "hold data on its way to UPSTREAM_ADDR in `DIR` on disk while the upstream is stalled, instead of stalling the client, up to --spool-max; beyond it, block as without a spool. "+
-		"Data left there when the relay stopped or lost the upstream is delivered again on a new stream (at least once, in order; see 'Restart' in the package doc)")
+	fs.StringVar(&f.dir, "spool", "", "hold the data on its way to UPSTREAM_ADDR in `DIR` on disk while the upstream is slow or stalled, instead of stalling the client, up to --spool-max; when that is full, block as without a spool. "+
+		"Data left in DIR when the relay stops or loses the upstream is delivered to the upstream again on a new stream (at once, or when a relay next starts on DIR): "+
+		"in order and at least once (bp/1 cannot resume a stream, so the first bytes may repeat some the upstream read before the cut)")
 	fs.Var(sizeFlag{&f.max}, "spool-max", "the most `SIZE` the spool holds for all streams together, at least 1MiB (needed with --spool)")
 }
 
@@ -231,18 +231,16 @@ func (sp *spooler) recover() error {
 	return nil
 }
 
-// reserve waits until the spool has room and takes up to want bytes of
-// it. It counts the spool as full when it has to wait.
-func (sp *spooler) reserve(ctx context.Context, want int, ss *spoolStream) (int, error) {
+// reserve waits until the spool has room for n bytes (at most a copy
+// buffer) and takes it. It counts the spool as full when it has to wait.
+func (sp *spooler) reserve(ctx context.Context, n int64, ss *spoolStream) error {
 	for {
 		sp.mu.Lock()
-		free := sp.max - sp.used
-		if free >= int64(min(want, spoolResume)) {
-			n := int(min(free, int64(want)))
-			sp.used += int64(n)
+		if sp.max-sp.used >= n {
+			sp.used += n
 			sp.isFull = false
 			sp.mu.Unlock()
-			return n, nil
+			return nil
 		}
 		if !sp.isFull {
 			sp.isFull = true
@@ -258,7 +256,7 @@ func (sp *spooler) reserve(ctx context.Context, want int, ss *spoolStream) (int,
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }
@@ -369,18 +367,18 @@ func (ss *spoolStream) forward(ctx context.Context, dst, src *mux.Stream, abort 
 	return n, err
 }
 
-// ingest reads src into the queue, taking room in the spool before each
-// read, so that a full spool stops the reading.
+// ingest reads src into the queue. It takes room in the spool for what it
+// read before reading more, so that a full spool stops the reading (with
+// at most one copy buffer read and not yet spooled).
 func (ss *spoolStream) ingest(ctx context.Context, src io.Reader) error {
 	buf := make([]byte, copyBufSize)
 	for {
-		room, err := ss.sp.reserve(ctx, len(buf), ss)
-		if err != nil {
-			return err
-		}
-		n, rerr := src.Read(buf[:room])
+		n, rerr := src.Read(buf)
 		m, aerr := 0, error(nil)
 		if n > 0 {
+			if err := ss.sp.reserve(ctx, int64(n), ss); err != nil {
+				return err
+			}
 			ss.sq.mu.Lock()
 			m, aerr = ss.sq.q.Append(buf[:n])
 			held := ss.sq.q.Len()
@@ -395,7 +393,7 @@ func (ss *spoolStream) ingest(ctx context.Context, src io.Reader) error {
 			default:
 			}
 		}
-		ss.sp.release(int64(room - m))
+		ss.sp.release(int64(n - m))
 		switch {
 		case aerr != nil:
 			return fmt.Errorf("spool: %w", aerr)
