@@ -261,8 +261,8 @@ func (sp *spooler) reserve(ctx context.Context, n int64, ss *spoolStream) error 
 	}
 }
 
-// release gives back n bytes; spooled counts n of them as spooled
-// before (appended: for peak and total).
+// release gives back n bytes of room: acknowledged by the upstream,
+// discarded, or reserved and not appended.
 func (sp *spooler) release(n int64) {
 	if n == 0 {
 		return
@@ -437,7 +437,7 @@ func (ss *spoolStream) drain(ctx context.Context, dst *mux.Stream) (int64, error
 				if ss.ingestErr != nil {
 					return sent, ss.ingestErr
 				}
-				return sent, ss.finishDrain(ctx, dst, sent)
+				return sent, ss.finishDrain(ctx, dst)
 			default:
 			}
 			if err := ss.ack(dst); err != nil {
@@ -478,7 +478,7 @@ func (ss *spoolStream) drain(ctx context.Context, dst *mux.Stream) (int64, error
 
 // finishDrain half-closes dst and waits until its peer consumed
 // everything, acknowledging all.
-func (ss *spoolStream) finishDrain(ctx context.Context, dst *mux.Stream, sent int64) error {
+func (ss *spoolStream) finishDrain(ctx context.Context, dst *mux.Stream) error {
 	dst.CloseWrite()
 	if err := dst.WaitConsumed(ctx); err != nil {
 		return err
