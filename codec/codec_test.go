@@ -3,6 +3,7 @@ package codec
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -98,7 +99,7 @@ func TestRoundTrip(t *testing.T) {
 				d, err := p.Decoder(nil)
 				require.NoError(t, err)
 				defer p.PutDecoder(d)
-				block := append(d.Input(len(payload)-l)[:0], payload[l:]...)
+				block := append(d.Input(len(payload) - l)[:0], payload[l:]...)
 				out, err := d.Decode(c, block, int(decoded))
 				require.NoError(t, err)
 				assert.Equal(t, in, out)
@@ -304,4 +305,19 @@ func TestErrorsWrap(t *testing.T) {
 	d := newDecoder(1024)
 	_, err := d.Decode(S2, []byte{0xff}, 10)
 	assert.True(t, errors.Is(err, ErrCorrupt))
+}
+
+// TestSpecVectors decodes the compressed payloads of SPEC.md 12.1.
+func TestSpecVectors(t *testing.T) {
+	want := bytes.Repeat([]byte("ab"), 32)
+	for _, payload := range []string{"02404040046162f60200", "01404028b52ffd20404d000010616201540202272b"} {
+		b, err := hex.DecodeString(payload)
+		require.NoError(t, err)
+		c, n, l, err := ReadPrefix(bytes.NewReader(b))
+		require.NoError(t, err)
+		d := newDecoder(64 << 10)
+		out, err := d.Decode(c, b[l:], int(n))
+		require.NoError(t, err, c)
+		assert.Equal(t, want, out, c)
+	}
 }

@@ -76,6 +76,12 @@ const (
 	// budget refused the rest. It may be sent only to a peer that announced
 	// SettingBudgetSignal.
 	FlagBudgetLimited Flags = 0x01
+	// FlagCompressed on a DATA frame says its payload is a compressed
+	// block: a codec byte, the block's decoded length, then the block
+	// (package codec). Flow control counts the decoded length, not the
+	// payload. It may be sent only with a codec the receiver announced in
+	// SettingCompression.
+	FlagCompressed Flags = 0x02
 	// FlagDone on a GOAWAY frame says the sender has no stream left: every
 	// frame the receiver sent on any stream has arrived.
 	FlagDone Flags = 0x01
@@ -124,6 +130,7 @@ const (
 	SettingMaxFramePayload uint64 = 0x2
 	SettingMaxStreams      uint64 = 0x3
 	SettingBudgetSignal    uint64 = 0x4
+	SettingCompression     uint64 = 0x5
 )
 
 // Settings are the values an endpoint announces in its SETTINGS frame.
@@ -140,6 +147,10 @@ type Settings struct {
 	// BudgetSignal is 1 when the sender accepts WINDOW_UPDATE frames with
 	// FlagBudgetLimited; 0 (absent) when it does not.
 	BudgetSignal uint64
+	// Compression is the set of codecs the sender accepts in compressed
+	// DATA frames: bit c-1 for codec c (package codec's Set); 0 (absent)
+	// when it accepts none. Bits of unknown codecs are kept and ignored.
+	Compression uint64
 }
 
 // Frame is one decoded frame. Only the fields of its Type are meaningful.
@@ -237,7 +248,7 @@ func truncated(err error) error {
 }
 
 // allowedFlags lists the flag bits each known type may carry.
-var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN, TypeWindowUpdate: FlagBudgetLimited, TypePing: FlagACK, TypeGoAway: FlagDone}
+var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN | FlagCompressed, TypeWindowUpdate: FlagBudgetLimited, TypePing: FlagACK, TypeGoAway: FlagDone}
 
 func (h Header) check() error {
 	if !h.Type.Known() {
@@ -330,6 +341,8 @@ func (s *Settings) set(id, v uint64) error {
 			return fmt.Errorf("%w: %w: SETTINGS_BUDGET_SIGNAL %d is neither 0 nor 1", ErrMalformed, ErrSettingValue, v)
 		}
 		s.BudgetSignal = v
+	case SettingCompression:
+		s.Compression = v
 	}
 	// Unknown identifiers are ignored, so that settings can be added.
 	return nil
@@ -396,7 +409,7 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 
 func hasOversized(f *Frame) bool {
 	s := f.Settings
-	return max(f.Offset, f.Consumed, uint64(f.ErrorCode), f.LastStreamID, s.InitialWindow, s.MaxFramePayload, s.MaxStreams, s.BudgetSignal) > MaxVarint
+	return max(f.Offset, f.Consumed, uint64(f.ErrorCode), f.LastStreamID, s.InitialWindow, s.MaxFramePayload, s.MaxStreams, s.BudgetSignal, s.Compression) > MaxVarint
 }
 
 // appendVarint is quicvarint.Append clamped to the encodable range; the
@@ -409,6 +422,7 @@ func (s Settings) append(b []byte) []byte {
 		{SettingMaxFramePayload, s.MaxFramePayload},
 		{SettingMaxStreams, s.MaxStreams},
 		{SettingBudgetSignal, s.BudgetSignal},
+		{SettingCompression, s.Compression},
 	} {
 		if kv[1] != 0 {
 			b = appendVarint(appendVarint(b, kv[0]), kv[1])

@@ -134,6 +134,26 @@ var vectors = []vector{
 		frame: framing.Frame{Header: hdr(framing.TypeSettings, 0, 0, 2), Settings: framing.Settings{BudgetSignal: 1}},
 	},
 	{
+		name:  "SETTINGS with SETTINGS_COMPRESSION zstd and s2",
+		hex:   "070000020503",
+		frame: framing.Frame{Header: hdr(framing.TypeSettings, 0, 0, 2), Settings: framing.Settings{Compression: 3}},
+	},
+	{
+		name:  "DATA, opening frame announcing zstd, stream 1",
+		hex:   "000201020100",
+		frame: framing.Frame{Header: hdr(framing.TypeData, framing.FlagCompressed, 1, 2), Data: []byte{0x01, 0x00}},
+	},
+	{
+		name:  "DATA compressed with s2, stream 1, 64 bytes \"abab...\"",
+		hex:   "0002010a02404040046162f60200",
+		frame: framing.Frame{Header: hdr(framing.TypeData, framing.FlagCompressed, 1, 10), Data: unhex("02404040046162f60200")},
+	},
+	{
+		name:  "DATA compressed with zstd, stream 1, 64 bytes \"abab...\"",
+		hex:   "0002011501404028b52ffd20404d000010616201540202272b",
+		frame: framing.Frame{Header: hdr(framing.TypeData, framing.FlagCompressed, 1, 21), Data: unhex("01404028b52ffd20404d000010616201540202272b")},
+	},
+	{
 		name:  "SETTINGS empty (all defaults)",
 		hex:   "07000000",
 		frame: framing.Frame{Header: hdr(framing.TypeSettings, 0, 0, 0)},
@@ -198,7 +218,7 @@ var badVectors = []struct {
 	{"WINDOW_UPDATE on stream 0", "010000020500", framing.ErrMalformed, framing.ProtocolError},
 	{"PING on stream 1", "050001080102030405060708", framing.ErrMalformed, framing.ProtocolError},
 	{"GOAWAY on stream 2", "060002020700", framing.ErrMalformed, framing.ProtocolError},
-	{"DATA with undefined flag 0x02", "00020100", framing.ErrMalformed, framing.ProtocolError},
+	{"DATA with undefined flag 0x04", "00040100", framing.ErrMalformed, framing.ProtocolError},
 	{"WINDOW_UPDATE with undefined flag 0x02", "010201020500", framing.ErrMalformed, framing.ProtocolError},
 	{"SETTINGS_BUDGET_SIGNAL 2", "070000020402", framing.ErrMalformed, framing.SettingsError},
 	{"PING with undefined flag 0x02", "050200080102030405060708", framing.ErrMalformed, framing.ProtocolError},
@@ -272,6 +292,9 @@ func encodeFrame(t testing.TB, f *framing.Frame) []byte {
 	}
 	if f.Type == framing.TypeData {
 		d := framing.AppendDataHeader(nil, f.StreamID, len(f.Data), f.Flags&framing.FlagFIN != 0)
+		if f.Flags&framing.FlagCompressed != 0 {
+			d = framing.AppendHeader(nil, framing.Header{Type: framing.TypeData, Flags: f.Flags, StreamID: f.StreamID, Length: uint64(len(f.Data))})
+		}
 		d = append(d, f.Data...)
 		if !bytes.Equal(b, d) {
 			t.Fatalf("AppendFrame gives %x, AppendDataHeader+payload gives %x", b, d)
@@ -456,4 +479,12 @@ func TestVectorsInSpec(t *testing.T) {
 			t.Errorf("SPEC.md does not show vector `%s`", h)
 		}
 	}
+}
+
+func unhex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
