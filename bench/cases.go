@@ -5,72 +5,146 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/bpmux/bp/interop/link"
 	"github.com/bpmux/bp/transport"
 )
 
 // rtt is the round-trip time of the rtt cases: 25 ms each way through the
-// impairment proxy.
+// impairment proxy or the packet-level link.
 const rtt = 50 * time.Millisecond
 
 // timing holds every duration of a run; -quick shortens them.
 type timing struct {
-	reps, rttReps                   int
-	warm, measure                   time.Duration // loopback cases
-	rttRun, rttSkip, rttFinal       time.Duration // rtt50-1
-	resumeFlow, resumePause, resume time.Duration // resume-latency
-	stallFlow, stallHold            time.Duration // memory-under-stall
-	idleStreams, idleReps           int
+	reps, tcpReps, rttReps, holReps, lossReps int
+	stallReps, resumeReps, memReps, idleReps  int
+	warm, measure                             time.Duration // loopback cases
+	rttRun, rttSkip, rttFinal                 time.Duration // rtt50-1 and loss-8
+	holWarm, holRun                           time.Duration // hol-latency
+	resumeFlow, resumePause, resume           time.Duration // resume-latency
+	stallFlow, stallHold                      time.Duration // memory-under-stall
+	idleStreams                               int
+}
+
+// setReps sets every case's repetitions to n (-reps).
+func (t *timing) setReps(n int) {
+	t.reps, t.tcpReps, t.rttReps, t.holReps, t.lossReps = n, n, n, n, n
+	t.stallReps, t.resumeReps, t.memReps, t.idleReps = n, n, n, n
 }
 
 var fullTiming = timing{
-	reps: 5, rttReps: 3,
-	warm: 500 * time.Millisecond, measure: 1500 * time.Millisecond,
-	rttRun: 4 * time.Second, rttSkip: time.Second, rttFinal: time.Second,
-	resumeFlow: time.Second, resumePause: 2500 * time.Millisecond, resume: 500 * time.Millisecond,
+	reps: 5, tcpReps: 5, rttReps: 3, holReps: 2, lossReps: 2,
+	stallReps: 3, resumeReps: 3, memReps: 3, idleReps: 2,
+	warm: 400 * time.Millisecond, measure: 1200 * time.Millisecond,
+	rttRun: 3 * time.Second, rttSkip: time.Second, rttFinal: time.Second,
+	holWarm: time.Second, holRun: 5 * time.Second,
+	resumeFlow: time.Second, resumePause: 1500 * time.Millisecond, resume: 500 * time.Millisecond,
 	stallFlow: 500 * time.Millisecond, stallHold: 1500 * time.Millisecond,
-	idleStreams: 10000, idleReps: 2,
+	idleStreams: 10000,
 }
 
 var quickTiming = timing{
-	reps: 1, rttReps: 1,
+	reps: 1, tcpReps: 1, rttReps: 1, holReps: 1, lossReps: 1,
+	stallReps: 1, resumeReps: 1, memReps: 1, idleReps: 1,
 	warm: 250 * time.Millisecond, measure: 500 * time.Millisecond,
-	rttRun: 2 * time.Second, rttSkip: time.Second, rttFinal: 500 * time.Millisecond,
+	rttRun: 1500 * time.Millisecond, rttSkip: 750 * time.Millisecond, rttFinal: 500 * time.Millisecond,
+	holWarm: 500 * time.Millisecond, holRun: 2 * time.Second,
 	resumeFlow: 600 * time.Millisecond, resumePause: time.Second, resume: 300 * time.Millisecond,
 	stallFlow: 300 * time.Millisecond, stallHold: 700 * time.Millisecond,
-	idleStreams: 10000, idleReps: 1,
+	idleStreams: 10000,
 }
 
 // A caseDef runs one repetition of a case for one implementation and
 // records its metrics.
 type caseDef struct {
 	name string
-	rtt  bool // needs the impairment proxy
+	link bool // runs on the packet-level link (root only)
 	run  func(r *runner, im impl) error
 	// runAll, if set, runs one repetition for all implementations at once.
 	runAll func(r *runner, ims []impl) error
+	reps   func(t timing) int
+	// impls and quick are the implementations a full and a -quick run use
+	// (nil: all); only, if set, bounds what -impls may choose.
+	impls, quick, only []string
+	// alias names the case that measures this one (cpu-per-gb comes from
+	// loopback-1's runs): run alone, this case runs that one's runs.
+	alias string
 }
 
+// implsFor returns the implementations c runs: chosen (from -impls) if
+// given, else c's defaults, in the order of chosen (the order of impls by
+// default).
+func (c caseDef) implsFor(chosen []impl, given, quick bool) []impl {
+	want := c.impls
+	if quick && c.quick != nil {
+		want = c.quick
+	}
+	if given {
+		want = c.only
+	}
+	var out []impl
+	for _, im := range chosen {
+		if want == nil || slices.Contains(want, im.name) {
+			out = append(out, im)
+		}
+	}
+	return out
+}
+
+var (
+	allQUIC   = []string{"ours", "quic-go", "quic-go-large", "ours-xquic"}
+	tcpBased  = []string{"ours-tcp", "smux", "yamux", "http2"}
+	pathImpls = append(slices.Clone(allQUIC), tcpBased...) // every impl but plain xquic
+)
+
+func fixed(n func(t timing) int) func(timing) int { return n }
+
 var cases = []caseDef{
-	{name: "loopback-1", run: runLoopback1},
-	{name: "loopback-8", run: runLoopback8},
-	{name: "rtt50-1", rtt: true, run: runRTT50},
-	{name: "stall-isolation", run: runStallIsolation},
-	{name: "resume-latency", rtt: true, run: runResume},
-	{name: "idle-streams", runAll: runIdleAll},
-	{name: "memory-under-stall", run: runMemoryUnderStall},
+	{name: "loopback-1", run: runLoopback1, reps: fixed(func(t timing) int { return t.reps }),
+		quick: []string{"ours", "quic-go", "ours-xquic", "xquic", "ours-tcp", "smux", "yamux", "http2"}},
+	{name: "cpu-per-gb", alias: "loopback-1", run: runLoopback1, reps: fixed(func(t timing) int { return t.reps }),
+		quick: []string{"ours", "quic-go", "ours-xquic", "xquic", "ours-tcp", "smux", "yamux", "http2"}},
+	{name: "loopback-8", run: runLoopback8, reps: fixed(func(t timing) int { return t.reps }),
+		impls: pathImpls, quick: []string{"ours", "quic-go", "ours-tcp", "smux"}},
+	{name: "tcp-loopback-1", run: runTCPLoopback1, reps: fixed(func(t timing) int { return t.tcpReps }),
+		impls: []string{"ours-tcp", "smux", "yamux"}, only: []string{"ours-tcp", "smux", "yamux", "http2"}},
+	{name: "rtt50-1", link: true, run: runRTT50, reps: fixed(func(t timing) int { return t.rttReps }),
+		impls: pathImpls, quick: []string{"ours", "quic-go-large", "yamux", "http2"}},
+	{name: "hol-latency", link: true, run: runHOL, reps: fixed(func(t timing) int { return t.holReps }),
+		impls: []string{"ours", "quic-go", "ours-xquic", "ours-tcp", "smux", "yamux", "http2"},
+		quick: []string{"ours", "ours-tcp", "smux", "yamux", "http2"}},
+	{name: "loss-8", link: true, run: runLoss8, reps: fixed(func(t timing) int { return t.lossReps }),
+		impls: []string{"ours", "quic-go", "ours-xquic", "ours-tcp", "smux", "yamux", "http2"},
+		quick: []string{"ours", "quic-go", "ours-tcp"}},
+	{name: "stall-isolation", run: runStallIsolation, reps: fixed(func(t timing) int { return t.stallReps }),
+		impls: pathImpls, quick: []string{"ours", "quic-go"}},
+	{name: "resume-latency", run: runResume, reps: fixed(func(t timing) int { return t.resumeReps }),
+		impls: pathImpls, quick: []string{"ours", "quic-go"}},
+	{name: "idle-streams", runAll: runIdleAll, reps: fixed(func(t timing) int { return t.idleReps }),
+		quick: []string{"ours", "quic-go"}},
+	{name: "memory-under-stall", run: runMemoryUnderStall, reps: fixed(func(t timing) int { return t.memReps }),
+		impls: pathImpls, quick: []string{"ours"}},
 }
 
 // ---- one measurement ----
 
+// path is where a measurement runs: loopback (neither set), through the
+// userspace delay proxy at 50 ms RTT, or on the packet-level link.
+type path struct {
+	viaProxy bool
+	link     *linkSetting
+}
+
 type plan struct {
 	streams int
-	viaRTT  bool          // through the impairment proxy at 50 ms RTT
+	path    path
 	dur     time.Duration // from the start of writing to the server's reply
 	// stall returns the reader's pause for stream i, relative to the
 	// start (to == 0: none).
@@ -78,15 +152,40 @@ type plan struct {
 	chunk     int
 	logWrites bool
 	peak      bool // sample the server's heap
+	// cpuFrom and cpuTo, if cpuTo > 0, bound the window (relative to the
+	// start) over which the client process's CPU time is taken.
+	cpuFrom, cpuTo time.Duration
+	// echo adds a request/response stream (hol-latency) beside the
+	// streams: 1 KiB each way, back to back, from the start to the end;
+	// the round trips that start after echoWarm are kept.
+	echo     bool
+	echoWarm time.Duration
+}
+
+// linkDir is one direction of the link: 25 ms, a rate cap, a drop-tail
+// queue of one bandwidth-delay product (rate × RTT) in bytes, and loss.
+func linkDir(rateMbit int64, loss float64) link.Direction {
+	rate := rateMbit * link.Mbit
+	return link.Direction{Delay: rtt / 2, Rate: rate, QueueBytes: int(rate * int64(rtt) / int64(time.Second)), Loss: loss}
+}
+
+// linkPathFor is the link of a case: both directions alike, with one seed
+// per repetition, so every implementation of a repetition meets the same
+// random decisions for the same packet sequence.
+func (r *runner) linkPathFor(rateMbit int64, loss float64) path {
+	d := linkDir(rateMbit, loss)
+	return path{link: &linkSetting{AtoB: d, BtoA: d, Seed: uint64(1 + r.rep)}}
 }
 
 type outcome struct {
-	t0       int64 // when the writers started
-	replies  []*reply
-	logs     []*writeLog
-	base     int64 // server heap before the streams opened (after GC)
-	peakLive int64 // highest server heap after GC during the run
-	peakRaw  int64 // highest server heap sampled without GC
+	t0        int64           // when the writers started
+	clientCPU float64         // the client process's CPU seconds in [cpuFrom, cpuTo]
+	latencies []time.Duration // echo round trips started after echoWarm
+	replies   []*reply
+	logs      []*writeLog
+	base      int64 // server heap before the streams opened (after GC)
+	peakLive  int64 // highest server heap after GC during the run
+	peakRaw   int64 // highest server heap sampled without GC
 }
 
 const writeChunk = 64 << 10
@@ -94,13 +193,19 @@ const writeChunk = 64 << 10
 var payload = make([]byte, writeChunk)
 
 func (r *runner) measure(im impl, p plan) (*outcome, error) {
-	ch, err := r.startChild(im, false)
+	onLink := p.path.link != nil
+	if onLink {
+		if err := r.link.set(*p.path.link); err != nil {
+			return nil, err
+		}
+	}
+	ch, err := r.startChild(im, false, onLink)
 	if err != nil {
 		return nil, err
 	}
 	defer ch.stop()
 	addr := ch.addr
-	if p.viaRTT {
+	if p.path.viaProxy {
 		px, err := newDelayProxy(im.udp, addr, rtt/2)
 		if err != nil {
 			return nil, err
@@ -108,7 +213,12 @@ func (r *runner) measure(im impl, p plan) (*outcome, error) {
 		defer px.Close()
 		addr = px.Addr()
 	}
-	cl, err := r.dial(im, addr, ch.pin, opts{})
+	var cl client
+	if onLink {
+		err = r.link.runInA(func() (err error) { cl, err = r.dial(im, addr, ch.pin, opts{}); return err })
+	} else {
+		cl, err = r.dial(im, addr, ch.pin, opts{})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -127,17 +237,24 @@ func (r *runner) measure(im impl, p plan) (*outcome, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	streams := make([]interface {
+	type rwc interface {
 		Read([]byte) (int, error)
 		Write([]byte) (int, error)
 		Close() error
-	}, 0, p.streams)
+	}
+	streams := make([]rwc, 0, p.streams)
 	for range p.streams {
 		st, err := cl.Open(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("open: %w", err)
 		}
 		streams = append(streams, st)
+	}
+	var echo rwc
+	if p.echo {
+		if echo, err = cl.Open(ctx); err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
 	}
 	t0 := time.Now().Add(5 * time.Millisecond)
 	out.t0 = t0.UnixNano()
@@ -147,7 +264,7 @@ func (r *runner) measure(im impl, p plan) (*outcome, error) {
 	defer wd.Stop()
 
 	var wg sync.WaitGroup
-	errs := make([]error, p.streams)
+	errs := make([]error, p.streams+1)
 	chunk := p.chunk
 	if chunk == 0 {
 		chunk = writeChunk
@@ -169,7 +286,26 @@ func (r *runner) measure(im impl, p plan) (*outcome, error) {
 			out.replies[i], errs[i] = drive(st, h, chunk, payload, out.logs[i])
 		}()
 	}
+	if p.echo {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out.latencies, errs[p.streams] = driveEcho(echo, t0, t0.Add(p.echoWarm), end)
+		}()
+	}
+	var cpuWG sync.WaitGroup
+	if p.cpuTo > 0 {
+		cpuWG.Add(1)
+		go func() {
+			defer cpuWG.Done()
+			time.Sleep(time.Until(t0.Add(p.cpuFrom)))
+			c0 := cpuNow()
+			time.Sleep(time.Until(t0.Add(p.cpuTo)))
+			out.clientCPU = float64(cpuNow()-c0) / 1e9
+		}()
+	}
 	wg.Wait()
+	cpuWG.Wait()
 	if !wd.Stop() {
 		return nil, fmt.Errorf("%s: the run did not end within 15 s of its end (watchdog closed the session)", im.name)
 	}
@@ -188,6 +324,39 @@ func (r *runner) measure(im impl, p plan) (*outcome, error) {
 		fmt.Sscan(f[2], &out.peakRaw)
 	}
 	return out, nil
+}
+
+// driveEcho runs the request/response stream: a header, then 1 KiB
+// requests, each sent once the previous response has been read whole,
+// until end. It returns the round trips of the requests sent after from.
+func driveEcho(st interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	Close() error
+}, t0, from, end time.Time) ([]time.Duration, error) {
+	defer st.Close()
+	h := header{Mode: modeEcho, Start: t0.UnixNano(), End: end.UnixNano(), SampleEvry: 1}
+	if _, err := st.Write(h.marshal()); err != nil {
+		return nil, fmt.Errorf("echo: write header: %w", err)
+	}
+	time.Sleep(time.Until(t0))
+	req, resp := make([]byte, echoSize), make([]byte, echoSize)
+	lat := make([]time.Duration, 0, 4096)
+	for {
+		start := time.Now()
+		if !start.Before(end) {
+			return lat, nil
+		}
+		if _, err := st.Write(req); err != nil {
+			return nil, fmt.Errorf("echo: write: %w", err)
+		}
+		if _, err := io.ReadFull(st, resp); err != nil {
+			return nil, fmt.Errorf("echo: read: %w", err)
+		}
+		if start.After(from) {
+			lat = append(lat, time.Since(start))
+		}
+	}
 }
 
 func (r *runner) dial(im impl, addr, pin string, o opts) (client, error) {
@@ -213,52 +382,118 @@ func rate(rp *reply, from, to int64) float64 {
 
 // ---- the cases ----
 
-func (r *runner) loopback(im impl, n int) ([]float64, error) {
+// loopback runs n streams on loopback and returns each stream's rate over
+// the measured window and the CPU seconds both processes spent per GB
+// moved in it.
+func (r *runner) loopback(im impl, n int) ([]float64, float64, error) {
 	t := r.t
-	o, err := r.measure(im, plan{streams: n, dur: t.warm + t.measure})
+	o, err := r.measure(im, plan{streams: n, dur: t.warm + t.measure, cpuFrom: t.warm, cpuTo: t.warm + t.measure})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	from, to := o.t0+int64(t.warm), o.t0+int64(t.warm+t.measure)
 	per := make([]float64, n)
+	bytes := 0.0
 	for i, rp := range o.replies {
 		per[i] = rate(rp, from, to)
+		bytes += rp.bytesAt(to) - rp.bytesAt(from)
 	}
-	return per, nil
+	cpu := o.clientCPU + o.replies[0].cpuAt(to) - o.replies[0].cpuAt(from)
+	perGB := math.NaN()
+	if bytes > 0 {
+		perGB = cpu / (bytes / 1e9)
+	}
+	return per, perGB, nil
 }
 
+// runLoopback1 records loopback-1's throughput and, from the same runs,
+// cpu-per-gb.
 func runLoopback1(r *runner, im impl) error {
-	per, err := r.loopback(im, 1)
+	per, cpu, err := r.loopback(im, 1)
 	if err != nil {
 		return err
 	}
 	r.record("loopback-1", im.name, "throughput", per[0])
+	r.record("cpu-per-gb", im.name, "cpu_seconds_per_gb", cpu)
 	return nil
 }
 
-func runLoopback8(r *runner, im impl) error {
-	per, err := r.loopback(im, 8)
+func runTCPLoopback1(r *runner, im impl) error {
+	per, cpu, err := r.loopback(im, 1)
 	if err != nil {
 		return err
 	}
+	r.record("tcp-loopback-1", im.name, "throughput", per[0])
+	r.record("tcp-loopback-1", im.name, "cpu_seconds_per_gb", cpu)
+	return nil
+}
+
+func jain(per []float64) float64 {
 	sum, sq := 0.0, 0.0
 	for _, x := range per {
 		sum += x
 		sq += x * x
 	}
-	r.record("loopback-8", im.name, "throughput", sum)
-	if sq > 0 {
-		r.record("loopback-8", im.name, "jain", sum*sum/(float64(len(per))*sq))
+	if sq == 0 {
+		return math.NaN()
 	}
-	return nil
+	return sum * sum / (float64(len(per)) * sq)
 }
 
-func runRTT50(r *runner, im impl) error {
-	t := r.t
-	o, err := r.measure(im, plan{streams: 1, viaRTT: true, dur: t.rttRun})
+func runLoopback8(r *runner, im impl) error {
+	per, cpu, err := r.loopback(im, 8)
 	if err != nil {
 		return err
 	}
+	sum := 0.0
+	for _, x := range per {
+		sum += x
+	}
+	r.record("loopback-8", im.name, "throughput", sum)
+	if j := jain(per); !math.IsNaN(j) {
+		r.record("loopback-8", im.name, "jain", j)
+	}
+	r.record("loopback-8", im.name, "cpu_seconds_per_gb", cpu)
+	return nil
+}
+
+// noteLink notes what the link did in a run that shows loss or drops.
+func (r *runner) noteLink(c string, im impl, before linkStatsSnap) {
+	after, err := r.link.stats()
+	if err != nil || !r.verbose {
+		return
+	}
+	ab, ba := after.AtoB, after.BtoA
+	fmt.Fprintf(os.Stderr, "  %s %s link: a->b %d packets in, %d lost, %d queue drops, queue peak %d B; b->a %d in, %d lost, %d queue drops\n",
+		c, im.name, ab.PacketsIn-before.abIn, ab.DroppedLoss-before.abLoss, ab.DroppedQueue-before.abQueue, ab.QueuePeakBytes,
+		ba.PacketsIn-before.baIn, ba.DroppedLoss-before.baLoss, ba.DroppedQueue-before.baQueue)
+}
+
+type linkStatsSnap struct{ abIn, abLoss, abQueue, baIn, baLoss, baQueue uint64 }
+
+func (r *runner) linkSnap() linkStatsSnap {
+	s, err := r.link.stats()
+	if err != nil {
+		return linkStatsSnap{}
+	}
+	return linkStatsSnap{s.AtoB.PacketsIn, s.AtoB.DroppedLoss, s.AtoB.DroppedQueue, s.BtoA.PacketsIn, s.BtoA.DroppedLoss, s.BtoA.DroppedQueue}
+}
+
+// The link cases' paths.
+const (
+	rttRateMbit = 200 // rtt50-1 and loss-8
+	holRateMbit = 50  // hol-latency
+	lossRate    = 0.01
+)
+
+func runRTT50(r *runner, im impl) error {
+	t := r.t
+	snap := r.linkSnap()
+	o, err := r.measure(im, plan{streams: 1, path: r.linkPathFor(rttRateMbit, 0), dur: t.rttRun})
+	if err != nil {
+		return err
+	}
+	r.noteLink("rtt50-1", im, snap)
 	rp := o.replies[0]
 	end := o.t0 + int64(t.rttRun)
 	r.record("rtt50-1", im.name, "throughput", rate(rp, o.t0+int64(t.rttSkip), end))
@@ -277,6 +512,66 @@ func runRTT50(r *runner, im impl) error {
 		}
 	}
 	r.note("rtt50-1 %s: never reached 90%% of its final rate %.1f MB/s", im.name, final)
+	return nil
+}
+
+// runHOL is hol-latency: one bulk stream and one request/response stream
+// on one session, 50 ms RTT, 1 % loss each way, 50 Mbit/s.
+func runHOL(r *runner, im impl) error {
+	t := r.t
+	snap := r.linkSnap()
+	o, err := r.measure(im, plan{streams: 1, path: r.linkPathFor(holRateMbit, lossRate), dur: t.holWarm + t.holRun,
+		echo: true, echoWarm: t.holWarm})
+	if err != nil {
+		return err
+	}
+	r.noteLink("hol-latency", im, snap)
+	lat := o.latencies
+	if len(lat) == 0 {
+		r.note("hol-latency %s: no request/response completed after the warm-up", im.name)
+		return nil
+	}
+	ms := make([]float64, len(lat))
+	for i, d := range lat {
+		ms[i] = float64(d) / 1e6
+	}
+	sort.Float64s(ms)
+	rank := func(p float64) float64 { // nearest rank
+		i := int(math.Ceil(p*float64(len(ms)))) - 1
+		return ms[max(0, min(i, len(ms)-1))]
+	}
+	rp := o.replies[0]
+	bulk := rate(rp, o.t0+int64(t.holWarm), o.t0+int64(t.holWarm+t.holRun))
+	r.record("hol-latency", im.name, "p50_ms", rank(0.50))
+	r.record("hol-latency", im.name, "p99_ms", rank(0.99))
+	r.record("hol-latency", im.name, "throughput", bulk)
+	if r.verbose {
+		fmt.Fprintf(os.Stderr, "  hol-latency %s: %d round trips, max %.1f ms, bulk %.2f MB/s\n", im.name, len(ms), ms[len(ms)-1], bulk)
+	}
+	return nil
+}
+
+// runLoss8 is loss-8: 8 streams at 50 ms RTT, 1 % loss each way, on the
+// 200 Mbit/s link.
+func runLoss8(r *runner, im impl) error {
+	t := r.t
+	snap := r.linkSnap()
+	o, err := r.measure(im, plan{streams: 8, path: r.linkPathFor(rttRateMbit, lossRate), dur: t.rttRun})
+	if err != nil {
+		return err
+	}
+	r.noteLink("loss-8", im, snap)
+	end := o.t0 + int64(t.rttRun)
+	per := make([]float64, len(o.replies))
+	sum := 0.0
+	for i, rp := range o.replies {
+		per[i] = rate(rp, o.t0+int64(t.rttSkip), end)
+		sum += per[i]
+	}
+	r.record("loss-8", im.name, "goodput", sum)
+	if j := jain(per); !math.IsNaN(j) {
+		r.record("loss-8", im.name, "jain", j)
+	}
 	return nil
 }
 
@@ -319,7 +614,7 @@ func runStallIsolation(r *runner, im impl) error {
 func runResume(r *runner, im impl) error {
 	t := r.t
 	flow, pause := t.resumeFlow, t.resumePause
-	o, err := r.measure(im, plan{streams: 1, viaRTT: true, dur: flow + pause + t.resume, chunk: 16 << 10, logWrites: true,
+	o, err := r.measure(im, plan{streams: 1, path: path{viaProxy: true}, dur: flow + pause + t.resume, chunk: 16 << 10, logWrites: true,
 		stall: func(int) (time.Duration, time.Duration) { return flow, flow + pause }})
 	if err != nil {
 		return err
@@ -415,7 +710,7 @@ func runIdleAll(r *runner, ims []impl) error {
 func (r *runner) idleOpen(x *idleRun) error {
 	n, im := r.t.idleStreams, x.im
 	var err error
-	if x.ch, err = r.startChild(im, true); err != nil {
+	if x.ch, err = r.startChild(im, true, false); err != nil {
 		return err
 	}
 	if x.cl, err = r.dial(im, x.ch.addr, x.ch.pin, opts{manyStreams: true}); err != nil {

@@ -49,7 +49,7 @@ type impl struct {
 	// budget is the bound on the receiver's buffering for one session with
 	// the given number of streams, in the default configuration.
 	budget func(streams int) int64
-	listen func(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (server, error)
+	listen func(cert tls.Certificate, host string, o opts, handle func(io.ReadWriteCloser)) (server, error)
 	dial   func(ctx context.Context, addr string, tlsConf *tls.Config, o opts) (client, error)
 }
 
@@ -95,9 +95,9 @@ type oursServer struct {
 }
 
 // listenOurs listens for bp/1 over transport t.
-func listenOurs(t bp.Transport) func(tls.Certificate, opts, func(io.ReadWriteCloser)) (server, error) {
-	return func(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (server, error) {
-		ln, err := bp.Listen(string(t)+"://127.0.0.1:0", transport.ServerConfig(cert), oursConfig(o))
+func listenOurs(t bp.Transport) func(tls.Certificate, string, opts, func(io.ReadWriteCloser)) (server, error) {
+	return func(cert tls.Certificate, host string, o opts, handle func(io.ReadWriteCloser)) (server, error) {
+		ln, err := bp.Listen(string(t)+"://"+net.JoinHostPort(host, "0"), transport.ServerConfig(cert), oursConfig(o))
 		if err != nil {
 			return nil, err
 		}
@@ -149,10 +149,10 @@ type quicServer struct {
 	cancel context.CancelFunc
 }
 
-func listenQUIC(large bool) func(tls.Certificate, opts, func(io.ReadWriteCloser)) (server, error) {
-	return func(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (server, error) {
+func listenQUIC(large bool) func(tls.Certificate, string, opts, func(io.ReadWriteCloser)) (server, error) {
+	return func(cert tls.Certificate, host string, o opts, handle func(io.ReadWriteCloser)) (server, error) {
 		tc := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, NextProtos: []string{benchALPN}}
-		ln, err := quic.ListenAddr("127.0.0.1:0", tc, quicConfig(large, o))
+		ln, err := quic.ListenAddr(net.JoinHostPort(host, "0"), tc, quicConfig(large, o))
 		if err != nil {
 			return nil, err
 		}
@@ -209,9 +209,9 @@ func acceptEach[T any](accept func() (T, error), serve func(T)) {
 
 // listenTLS accepts TLS connections and runs serve on each after the
 // handshake.
-func listenTLS(cert tls.Certificate, alpn string, serve func(*tls.Conn)) (server, error) {
+func listenTLS(cert tls.Certificate, host, alpn string, serve func(*tls.Conn)) (server, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, NextProtos: []string{alpn}}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", tc)
+	ln, err := tls.Listen("tcp", net.JoinHostPort(host, "0"), tc)
 	if err != nil {
 		return nil, err
 	}
@@ -247,8 +247,8 @@ func yamuxConfig() *yamux.Config {
 	return c
 }
 
-func listenYamux(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (server, error) {
-	return listenTLS(cert, benchALPN, func(c *tls.Conn) {
+func listenYamux(cert tls.Certificate, host string, o opts, handle func(io.ReadWriteCloser)) (server, error) {
+	return listenTLS(cert, host, benchALPN, func(c *tls.Conn) {
 		sess, err := yamux.Server(c, yamuxConfig())
 		if err != nil {
 			c.Close()
@@ -282,8 +282,8 @@ func (c *yamuxClient) Close() error                                     { return
 // streams here are never half-closed: the cases close a stream only when
 // neither side needs its data any more.
 
-func listenSmux(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (server, error) {
-	return listenTLS(cert, benchALPN, func(c *tls.Conn) {
+func listenSmux(cert tls.Certificate, host string, o opts, handle func(io.ReadWriteCloser)) (server, error) {
+	return listenTLS(cert, host, benchALPN, func(c *tls.Conn) {
 		sess, err := smux.Server(c, nil)
 		if err != nil {
 			c.Close()
@@ -338,7 +338,7 @@ func (s *h2ServerStream) Close() error {
 	return nil
 }
 
-func listenH2(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (server, error) {
+func listenH2(cert tls.Certificate, host string, o opts, handle func(io.ReadWriteCloser)) (server, error) {
 	h2s := &http2.Server{} // defaults: 1 MiB connection and stream windows
 	if o.manyStreams {
 		h2s.MaxConcurrentStreams = 10001
@@ -354,7 +354,7 @@ func listenH2(cert tls.Certificate, o opts, handle func(io.ReadWriteCloser)) (se
 		case <-r.Context().Done():
 		}
 	})
-	return listenTLS(cert, http2.NextProtoTLS, func(c *tls.Conn) {
+	return listenTLS(cert, host, http2.NextProtoTLS, func(c *tls.Conn) {
 		h2s.ServeConn(c, &http2.ServeConnOpts{Handler: h})
 	})
 }

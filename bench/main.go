@@ -1,21 +1,26 @@
-// Command bench compares bp/1 streams over quic-go ("ours") with plain
-// quic-go streams, hashicorp/yamux and xtaci/smux over TLS over TCP, and
-// golang.org/x/net/http2 request bodies, on the same bytes, in one run,
-// interleaving the implementations.
+// Command bench compares bp/1 streams over quic-go ("ours"), over TCP+TLS
+// ("ours-tcp") and over golang.org/x/net/quic ("ours-xquic") with plain
+// quic-go and x/net/quic streams, hashicorp/yamux and xtaci/smux over TLS
+// over TCP, and golang.org/x/net/http2 request bodies, on the same bytes,
+// in one run, interleaving the implementations.
 //
 //	cd bench && go run . [-quick] [-json] [-cases a,b] [-impls x,y] [-reps n]
 //
 // Every measurement runs the server side in a child process (this binary
-// re-executed with -serve) on 127.0.0.1; the rtt cases put the impairment
-// proxy (interop/impair) between the two at 50 ms RTT. See BENCHMARKS.md
-// at the repository root for the cases, the metrics and a recorded run.
+// re-executed with -serve). The loopback cases run on 127.0.0.1;
+// resume-latency puts the impairment proxy (interop/impair) between the
+// two at 50 ms RTT; rtt50-1, hol-latency and loss-8 run the client and the
+// server in two network namespaces joined by the packet-level link of
+// interop/link (root only; they skip otherwise). Goals are checked on
+// paired ratios: the median of the per-repetition ratios of runs made next
+// to each other. See BENCHMARKS.md at the repository root for the cases,
+// the metrics and the recorded runs.
 package main
 
 import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -30,29 +35,54 @@ type result struct {
 	Metric string  `json:"metric"`
 	Value  float64 `json:"value"`
 	Unit   string  `json:"unit"`
+	// Set on the ratio and spread records of a goal only.
+	Of        string   `json:"of,omitempty"`        // the metric the goal is on
+	Reference string   `json:"reference,omitempty"` // what ours is compared with
+	Goal      string   `json:"goal,omitempty"`      // e.g. ">= 0.95"
+	Met       *bool    `json:"met,omitempty"`
+	N         int      `json:"n,omitempty"` // repetitions paired
+	Min       *float64 `json:"min,omitempty"`
+	Max       *float64 `json:"max,omitempty"`
+	Q1        *float64 `json:"q1,omitempty"`
+	Q3        *float64 `json:"q3,omitempty"`
 }
 
 var units = map[string]string{
-	"throughput":       "MB/s",
-	"jain":             "index",
-	"time_to_90":       "s",
-	"fraction":         "ratio",
-	"rtts":             "RTT",
-	"bytes_per_stream": "bytes",
-	"peak_heap_bytes":  "bytes",
-	"budget_bytes":     "bytes",
+	"throughput":         "MB/s",
+	"goodput":            "MB/s",
+	"cpu_seconds_per_gb": "s/GB",
+	"p50_ms":             "ms",
+	"p99_ms":             "ms",
+	"jain":               "index",
+	"time_to_90":         "s",
+	"fraction":           "ratio",
+	"rtts":               "RTT",
+	"bytes_per_stream":   "bytes",
+	"peak_heap_bytes":    "bytes",
+	"budget_bytes":       "bytes",
 }
 
 type key struct{ c, impl, metric string }
 
+// sample is one repetition's value.
+type sample struct {
+	rep int
+	v   float64
+}
+
 type runner struct {
 	t        timing
 	verbose  bool
-	values   map[key][]float64
+	values   map[key][]sample
 	order    []key
 	notes    []string
 	profArgs []string // passed on to the server processes
 	children int
+	rep      int // the repetition being run
+
+	tcpCC   string    // TCP congestion control on the link
+	link    *linkPath // the packet-level link, once a case needs it
+	linkErr error     // why it could not be set up
 }
 
 func (r *runner) record(c, impl, metric string, v float64) {
@@ -60,10 +90,28 @@ func (r *runner) record(c, impl, metric string, v float64) {
 	if _, ok := r.values[k]; !ok {
 		r.order = append(r.order, k)
 	}
-	r.values[k] = append(r.values[k], v)
+	r.values[k] = append(r.values[k], sample{r.rep, v})
 	if r.verbose {
-		fmt.Fprintf(os.Stderr, "  %-18s %-14s %-16s %12.4g\n", c, impl, metric, v)
+		fmt.Fprintf(os.Stderr, "  %-18s %-14s %-18s %12.4g\n", c, impl, metric, v)
 	}
+}
+
+// vals returns the values recorded for k, in the order of the runs.
+func (r *runner) vals(k key) []float64 {
+	var out []float64
+	for _, s := range r.values[k] {
+		out = append(out, s.v)
+	}
+	return out
+}
+
+// byRep returns the value recorded for k in each repetition.
+func (r *runner) byRep(k key) map[int]float64 {
+	out := map[int]float64{}
+	for _, s := range r.values[k] {
+		out[s.rep] = s.v
+	}
+	return out
 }
 
 func (r *runner) note(format string, a ...any) {
@@ -74,13 +122,26 @@ func (r *runner) note(format string, a ...any) {
 	}
 }
 
-func (r *runner) startChild(im impl, many bool) (*child, error) {
+// startChild starts a server process for im on loopback, or in the
+// server's namespace of the link with onLink.
+func (r *runner) startChild(im impl, many, onLink bool) (*child, error) {
 	r.children++
 	var extra []string
 	for i := 0; i+1 < len(r.profArgs); i += 2 {
 		extra = append(extra, r.profArgs[i], fmt.Sprintf("%s.server.%d", r.profArgs[i+1], r.children))
 	}
-	return startChild(im.name, many, extra)
+	if onLink {
+		return startChild(im.name, r.link.hostB, many, extra, r.link.runInB)
+	}
+	return startChild(im.name, "127.0.0.1", many, extra, nil)
+}
+
+// needLink sets up the packet-level link the first time a case needs it.
+func (r *runner) needLink() error {
+	if r.link == nil && r.linkErr == nil {
+		r.link, r.linkErr = startLinkPath(r.tcpCC)
+	}
+	return r.linkErr
 }
 
 func main() {
@@ -102,7 +163,12 @@ func run() error {
 	mutexProf := flag.String("mutexprofile", "", "write a mutex contention profile (client, and file.server.N)")
 	serve := flag.Bool("serve", false, "internal: run as the server process")
 	serveImpl := flag.String("impl", "", "internal: the server process's implementation")
+	serveHost := flag.String("host", "127.0.0.1", "internal: the address the server process listens on")
 	many := flag.Bool("many", false, "internal: configure the server for 10,000 streams")
+	linkServe := flag.Bool("link-serve", false, "internal: run the packet-level link between namespaces -link-a and -link-b")
+	linkA := flag.String("link-a", "", "internal: the client's namespace")
+	linkB := flag.String("link-b", "", "internal: the server's namespace")
+	tcpCC := flag.String("tcp-cc", "", "TCP congestion control in the link's namespaces, one the kernel allows there (empty: the kernel's default); QUIC's is the QUIC stack's own")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -122,16 +188,24 @@ func run() error {
 		}
 	}()
 	if *serve {
-		return serveMain(*serveImpl, *many, *memProf)
+		return serveMain(*serveImpl, *serveHost, *many, *memProf)
+	}
+	if *linkServe {
+		return linkServeMain(*linkA, *linkB, *tcpCC)
 	}
 
-	r := &runner{t: fullTiming, verbose: *verbose, values: map[key][]float64{}}
+	r := &runner{t: fullTiming, verbose: *verbose, values: map[key][]sample{}, tcpCC: *tcpCC}
 	if *quick {
 		r.t = quickTiming
 	}
 	if *reps > 0 {
-		r.t.reps, r.t.rttReps, r.t.idleReps = *reps, *reps, *reps
+		r.t.setReps(*reps)
 	}
+	defer func() {
+		if r.link != nil {
+			r.link.close()
+		}
+	}()
 	for _, p := range [][2]string{{"-cpuprofile", *cpuProf}, {"-memprofile", *memProf}, {"-mutexprofile", *mutexProf}} {
 		if p[1] != "" {
 			r.profArgs = append(r.profArgs, p[0], p[1])
@@ -147,26 +221,51 @@ func run() error {
 	}
 
 	start := time.Now()
+	var shown []caseDef
+	linkNoted := false
 	for _, c := range selCases {
-		n := r.t.reps
-		switch {
-		case c.rtt:
-			n = r.t.rttReps
-		case c.name == "idle-streams":
-			n = r.t.idleReps
+		if c.alias != "" && slices.ContainsFunc(selCases, func(d caseDef) bool { return d.name == c.alias }) {
+			shown = append(shown, c) // measured by the case it names
+			continue
 		}
+		ims := c.implsFor(selImpls, *implList != "", *quick)
+		if len(ims) == 0 {
+			r.note("%s: skipped: none of the chosen implementations applies", c.name)
+			continue
+		}
+		if c.link {
+			if err := r.needLink(); err != nil {
+				r.note("%s: skipped: %v", c.name, err)
+				fmt.Fprintf(os.Stderr, "bench: %s skipped: %v\n", c.name, err)
+				continue
+			}
+			if !linkNoted {
+				linkNoted = true
+				r.note("the packet-level link: namespaces %s and %s; TCP congestion control there: %s", r.link.a, r.link.b, r.link.tcpCC)
+			}
+		}
+		shown = append(shown, c)
+		n := c.reps(r.t)
 		cstart := time.Now()
-		for rep := range n { // interleaved: A, B, C, A, B, C, ...
+		for rep := range n {
+			r.rep = rep
 			if c.runAll != nil {
 				if r.verbose {
 					fmt.Fprintf(os.Stderr, "%s rep %d/%d\n", c.name, rep+1, n)
 				}
-				if err := c.runAll(r, selImpls); err != nil {
+				if err := c.runAll(r, ims); err != nil {
 					return fmt.Errorf("%s: %w", c.name, err)
 				}
 				continue
 			}
-			for _, im := range selImpls {
+			// Interleaved, and every other repetition in reverse order, so
+			// that the runs paired by a goal sit next to each other and
+			// neither side of a pair always goes first.
+			order := slices.Clone(ims)
+			if rep%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, im := range order {
 				if r.verbose {
 					fmt.Fprintf(os.Stderr, "%s %s rep %d/%d\n", c.name, im.name, rep+1, n)
 				}
@@ -179,14 +278,20 @@ func run() error {
 			fmt.Fprintf(os.Stderr, "%s took %v\n", c.name, time.Since(cstart).Round(time.Millisecond))
 		}
 	}
+	goals := r.goals()
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		for _, k := range r.order {
-			enc.Encode(result{Case: k.c, Impl: k.impl, Metric: k.metric, Value: median(r.values[k]), Unit: units[k.metric]})
+			enc.Encode(result{Case: k.c, Impl: k.impl, Metric: k.metric, Value: median(r.vals(k)), Unit: units[k.metric]})
+		}
+		for _, g := range goals {
+			for _, rec := range g.records() {
+				enc.Encode(rec)
+			}
 		}
 		return nil
 	}
-	printTable(r, selCases, selImpls)
+	printTable(r, shown, selImpls, goals)
 	fmt.Printf("\n%d cores (GOMAXPROCS %d), %s, %s; %v in all\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(),
 		map[bool]string{true: "-quick", false: "full run"}[*quick], time.Since(start).Round(time.Second))
 	return nil
@@ -230,9 +335,16 @@ func selectImpls(list string) ([]impl, error) {
 	return out, nil
 }
 
-func printTable(r *runner, cs []caseDef, ims []impl) {
-	fmt.Printf("%-18s %-17s", "case", "metric")
+func printTable(r *runner, cs []caseDef, ims []impl, goals []goalResult) {
+	// Only the implementations something was measured for get a column.
+	var cols []impl
 	for _, im := range ims {
+		if slices.ContainsFunc(r.order, func(k key) bool { return k.impl == im.name }) {
+			cols = append(cols, im)
+		}
+	}
+	fmt.Printf("%-18s %-24s", "case", "metric")
+	for _, im := range cols {
 		fmt.Printf(" %13s", im.name)
 	}
 	fmt.Println()
@@ -244,10 +356,10 @@ func printTable(r *runner, cs []caseDef, ims []impl) {
 			}
 		}
 		for _, m := range metrics {
-			fmt.Printf("%-18s %-17s", c.name, m+" ("+units[m]+")")
-			for _, im := range ims {
-				v, ok := r.values[key{c.name, im.name, m}]
-				if !ok {
+			fmt.Printf("%-18s %-24s", c.name, m+" ("+units[m]+")")
+			for _, im := range cols {
+				v := r.vals(key{c.name, im.name, m})
+				if len(v) == 0 {
 					fmt.Printf(" %13s", "—")
 					continue
 				}
@@ -256,10 +368,10 @@ func printTable(r *runner, cs []caseDef, ims []impl) {
 			fmt.Println()
 		}
 	}
-	if goals := r.goals(); len(goals) > 0 {
-		fmt.Println("\ngoals (medians, ours against the reference in the same run):")
+	if len(goals) > 0 {
+		fmt.Println("\ngoals (paired: the median of the per-repetition ratios of adjacent runs, [min-max], IQR, ±half the range):")
 		for _, g := range goals {
-			fmt.Println("  " + g)
+			fmt.Println("  " + g.line)
 		}
 	}
 	if len(r.notes) > 0 {
@@ -272,9 +384,9 @@ func printTable(r *runner, cs []caseDef, ims []impl) {
 
 func format(metric string, v float64) string {
 	switch metric {
-	case "throughput":
+	case "throughput", "goodput", "p50_ms", "p99_ms":
 		return fmt.Sprintf("%.1f", v)
-	case "jain", "fraction":
+	case "jain", "fraction", "cpu_seconds_per_gb":
 		return fmt.Sprintf("%.3f", v)
 	case "time_to_90", "rtts":
 		return fmt.Sprintf("%.2f", v)
@@ -284,80 +396,6 @@ func format(metric string, v float64) string {
 		return fmt.Sprintf("%.1f MiB", v/(1<<20))
 	}
 	return fmt.Sprintf("%g", v)
-}
-
-// goals checks the issue's targets against the medians.
-func (r *runner) goals() []string {
-	med := func(c, impl, m string) (float64, bool) {
-		v, ok := r.values[key{c, impl, m}]
-		if !ok {
-			return math.NaN(), false
-		}
-		return median(v), true
-	}
-	var out []string
-	mark := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "NOT MET"
-	}
-	ratio := func(c, m, ref string, min float64) {
-		a, ok1 := med(c, "ours", m)
-		b, ok2 := med(c, ref, m)
-		if ok1 && ok2 && b > 0 {
-			out = append(out, fmt.Sprintf("%-18s %s ours/%s = %.3f (goal >= %.2f): %s", c, m, ref, a/b, min, mark(a/b >= min)))
-		}
-	}
-	atMost := func(c, m string, limit float64, what string) {
-		if a, ok := med(c, "ours", m); ok {
-			out = append(out, fmt.Sprintf("%-18s %s ours = %s (goal %s): %s", c, m, format(m, a), what, mark(a <= limit)))
-		}
-	}
-	atLeast := func(c, m string, limit float64, what string) {
-		if a, ok := med(c, "ours", m); ok {
-			out = append(out, fmt.Sprintf("%-18s %s ours = %s (goal %s): %s", c, m, format(m, a), what, mark(a >= limit)))
-		}
-	}
-	ratio("loopback-1", "throughput", "quic-go", 0.95)
-	ratio("loopback-8", "throughput", "quic-go", 0.95)
-	atLeast("loopback-8", "jain", 0.98, ">= 0.98")
-	ratio("rtt50-1", "throughput", "quic-go-large", 0.90)
-	for _, ref := range []string{"quic-go-large", "quic-go"} {
-		a, ok1 := med("rtt50-1", "ours", "time_to_90")
-		b, ok2 := med("rtt50-1", ref, "time_to_90")
-		if ok1 && ok2 {
-			out = append(out, fmt.Sprintf("%-18s time_to_90 ours - %s = %+.2f s (goal <= +0.25 s): %s", "rtt50-1", ref, a-b, mark(a-b <= 0.25)))
-		}
-	}
-	// The x/net/quic binding against plain x/net/quic.
-	if a, ok := med("loopback-1", "ours-xquic", "throughput"); ok {
-		if b, ok := med("loopback-1", "xquic", "throughput"); ok && b > 0 {
-			out = append(out, fmt.Sprintf("%-18s throughput ours-xquic/xquic = %.3f (goal >= 0.95): %s", "loopback-1", a/b, mark(a/b >= 0.95)))
-		}
-	}
-	// The TCP+TLS binding against the fastest TCP multiplexer of the run.
-	if a, ok := med("loopback-1", "ours-tcp", "throughput"); ok {
-		best, name := 0.0, ""
-		for _, ref := range []string{"smux", "yamux"} {
-			if b, ok := med("loopback-1", ref, "throughput"); ok && b > best {
-				best, name = b, ref
-			}
-		}
-		if best > 0 {
-			out = append(out, fmt.Sprintf("%-18s throughput ours-tcp/%s = %.3f (goal >= 1.00, the fastest of smux and yamux): %s", "loopback-1", name, a/best, mark(a/best >= 1)))
-		}
-	}
-	atLeast("stall-isolation", "fraction", 0.95, ">= 0.95")
-	atMost("resume-latency", "rtts", 1.5, "<= 1.5")
-	atMost("idle-streams", "bytes_per_stream", 4096, "<= 4096")
-	if p, ok := med("memory-under-stall", "ours", "peak_heap_bytes"); ok {
-		b, _ := med("memory-under-stall", "ours", "budget_bytes")
-		mx := slices.Max(r.values[key{"memory-under-stall", "ours", "peak_heap_bytes"}])
-		out = append(out, fmt.Sprintf("%-18s peak_heap_bytes ours = %s, max over reps %s, budget %s: %s", "memory-under-stall",
-			format("peak_heap_bytes", p), format("peak_heap_bytes", mx), format("budget_bytes", b), mark(mx <= b)))
-	}
-	return out
 }
 
 func startProfiles(cpu, mutex string) (func(), error) {

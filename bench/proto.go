@@ -28,7 +28,11 @@ var headerMagic = [4]byte{'B', 'P', 'B', '1'}
 const (
 	modeSink uint8 = iota + 1 // read everything, sample, reply at End
 	modeIdle                  // read the header only, hold the stream
+	modeEcho                  // read echoSize bytes, write echoSize back, until EOF
 )
+
+// echoSize is the request and the response of modeEcho (hol-latency).
+const echoSize = 1024
 
 type header struct {
 	Mode       uint8
@@ -68,32 +72,39 @@ func parseHeader(b []byte) (header, error) {
 
 // reply is what the server reports for a stream.
 type reply struct {
-	// Samples are [time, bytes read so far] pairs.
-	Samples [][2]int64 `json:"samples"`
+	// Samples are [time, bytes read so far, the server process's CPU
+	// time so far (user+sys, ns)] triples.
+	Samples [][3]int64 `json:"samples"`
 	// Resumed is when the reader read again after its stall (0: no stall).
 	Resumed int64  `json:"resumed"`
 	Err     string `json:"err,omitempty"`
 }
 
 // bytesAt returns the bytes read by time t, interpolating between samples.
-func (r *reply) bytesAt(t int64) float64 {
+func (r *reply) bytesAt(t int64) float64 { return r.at(t, 1) }
+
+// cpuAt returns the server process's CPU seconds used by time t.
+func (r *reply) cpuAt(t int64) float64 { return r.at(t, 2) / 1e9 }
+
+// at interpolates column col of the samples at time t.
+func (r *reply) at(t int64, col int) float64 {
 	s := r.Samples
 	if len(s) == 0 {
 		return 0
 	}
 	if t <= s[0][0] {
-		return float64(s[0][1])
+		return float64(s[0][col])
 	}
 	for i := 1; i < len(s); i++ {
 		if t <= s[i][0] {
 			a, b := s[i-1], s[i]
 			if b[0] == a[0] {
-				return float64(b[1])
+				return float64(b[col])
 			}
-			return float64(a[1]) + float64(b[1]-a[1])*float64(t-a[0])/float64(b[0]-a[0])
+			return float64(a[col]) + float64(b[col]-a[col])*float64(t-a[0])/float64(b[0]-a[0])
 		}
 	}
-	return float64(s[len(s)-1][1])
+	return float64(s[len(s)-1][col])
 }
 
 // ---- server side ----
@@ -122,6 +133,19 @@ func (st *serverState) handle(rwc io.ReadWriteCloser) {
 		rwc.Close()
 		return
 	}
+	if h.Mode == modeEcho {
+		b := make([]byte, echoSize)
+		for {
+			if _, err := io.ReadFull(rwc, b); err != nil {
+				break
+			}
+			if _, err := rwc.Write(b); err != nil {
+				break
+			}
+		}
+		rwc.Close()
+		return
+	}
 	if h.Mode == modeIdle {
 		st.held.Lock()
 		st.idle = append(st.idle, rwc)
@@ -135,12 +159,12 @@ func (st *serverState) handle(rwc io.ReadWriteCloser) {
 		defer close(sent)
 		every := time.Duration(h.SampleEvry)
 		maxSamples := int((h.End-time.Now().UnixNano())/h.SampleEvry) + 4
-		r := reply{Samples: make([][2]int64, 0, max(maxSamples, 4))}
+		r := reply{Samples: make([][3]int64, 0, max(maxSamples, 4))}
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			now := time.Now().UnixNano()
-			r.Samples = append(r.Samples, [2]int64{now, n.Load()})
+			r.Samples = append(r.Samples, [3]int64{now, n.Load(), cpuNow()})
 			if now >= h.End || len(r.Samples) >= cap(r.Samples) {
 				break
 			}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bpmux/bp/transport"
@@ -29,6 +30,15 @@ import (
 //	peak-stop    -> "peak <highest after GC (live)> <highest before GC (raw)>"
 //	quit or EOF  -> exit
 
+// cpuNow returns the user and system CPU time this process has used.
+func cpuNow() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
 func memNow(gc bool) int64 {
 	if gc {
 		runtime.GC()
@@ -39,17 +49,17 @@ func memNow(gc bool) int64 {
 	return int64(ms.HeapInuse + ms.StackInuse)
 }
 
-func serveMain(implName string, many bool, heapProfile string) error {
+func serveMain(implName, host string, many bool, heapProfile string) error {
 	im, ok := implByName(implName)
 	if !ok {
 		return fmt.Errorf("unknown impl %q", implName)
 	}
-	cert, err := transport.SelfSigned("127.0.0.1")
+	cert, err := transport.SelfSigned(host)
 	if err != nil {
 		return err
 	}
 	st := &serverState{}
-	srv, err := im.listen(cert, opts{manyStreams: many}, st.handle)
+	srv, err := im.listen(cert, host, opts{manyStreams: many}, st.handle)
 	if err != nil {
 		return fmt.Errorf("%s: listen: %w", im.name, err)
 	}
@@ -130,18 +140,20 @@ type child struct {
 	pin  string
 }
 
-func startChild(implName string, many bool, extra []string) (*child, error) {
+// startChild starts a server process for implName listening on host. With
+// a non-nil in, the process is started inside in (a network namespace).
+func startChild(implName, host string, many bool, extra []string, in func(func() error) error) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"-serve", "-impl", implName}, extra...)
+	args := append([]string{"-serve", "-impl", implName, "-host", host}, extra...)
 	if many {
 		args = append(args, "-many")
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
 	}
@@ -149,10 +161,13 @@ func startChild(implName string, many bool, extra []string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	if in == nil {
+		in = func(f func() error) error { return f() }
+	}
+	if err := in(cmd.Start); err != nil {
 		return nil, fmt.Errorf("start server process: %w", err)
 	}
-	c := &child{cmd: cmd, in: in, out: bufio.NewReader(outPipe)}
+	c := &child{cmd: cmd, in: stdin, out: bufio.NewReader(outPipe)}
 	f, err := c.call("", 10*time.Second)
 	if err != nil || len(f) != 3 || f[0] != "ready" {
 		c.stop()

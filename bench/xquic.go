@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"time"
 
 	"github.com/bpmux/bp/transport"
@@ -16,8 +17,12 @@ import (
 // (transport.QUICConfig.XQUICConfig), so that "ours-xquic" against "xquic"
 // is the binding's cost alone.
 
-func xquicConfig(tlsConf *tls.Config) *xquic.Config {
-	c := transport.QUICConfig{}.XQUICConfig(tlsConf)
+func xquicConfig(tlsConf *tls.Config, o opts) *xquic.Config {
+	var qc transport.QUICConfig
+	if o.manyStreams {
+		qc.MaxStreams = 10001
+	}
+	c := qc.XQUICConfig(tlsConf)
 	c.TLSConfig.NextProtos = []string{benchALPN}
 	return c
 }
@@ -27,8 +32,8 @@ type xquicServer struct {
 	cancel context.CancelFunc
 }
 
-func listenXQUIC(cert tls.Certificate, _ opts, handle func(io.ReadWriteCloser)) (server, error) {
-	ep, err := xquic.Listen("udp", "127.0.0.1:0", xquicConfig(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}))
+func listenXQUIC(cert tls.Certificate, host string, o opts, handle func(io.ReadWriteCloser)) (server, error) {
+	ep, err := xquic.Listen("udp", net.JoinHostPort(host, "0"), xquicConfig(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, o))
 	if err != nil {
 		return nil, err
 	}
@@ -58,14 +63,14 @@ type xquicClient struct {
 	conn *xquic.Conn
 }
 
-func dialXQUIC(ctx context.Context, addr string, tlsConf *tls.Config, _ opts) (client, error) {
-	ep, err := xquic.Listen("udp", "127.0.0.1:0", nil)
+func dialXQUIC(ctx context.Context, addr string, tlsConf *tls.Config, o opts) (client, error) {
+	ep, err := xquic.Listen("udp4", "0.0.0.0:0", nil)
 	if err != nil {
 		return nil, err
 	}
 	conf := tlsConf.Clone()
 	conf.MinVersion = tls.VersionTLS13
-	c, err := ep.Dial(ctx, "udp", addr, xquicConfig(conf))
+	c, err := ep.Dial(ctx, "udp", addr, xquicConfig(conf, o))
 	if err != nil {
 		ep.Close(ctx)
 		return nil, err
