@@ -188,6 +188,11 @@ func run() error {
 		}
 	}()
 	if *serve {
+		if *memProf != "" {
+			// Every allocation, not a sample: the idle-streams profile
+			// counts bytes per stream from it.
+			runtime.MemProfileRate = 1
+		}
 		return serveMain(*serveImpl, *serveHost, *many, *memProf)
 	}
 	if *linkServe {
