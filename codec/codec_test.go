@@ -79,7 +79,7 @@ func TestRoundTrip(t *testing.T) {
 		for _, n := range []int{1, 100, 4096, block} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
 				in := logLines(n)
-				e := p.Encoder(nil)
+				e := p.Encoder()
 				defer p.PutEncoder(e)
 				payload, ok := e.Encode(c, in)
 				if n < 4096 {
@@ -110,7 +110,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestIncompressibleGoesRaw(t *testing.T) {
 	p := NewPool(PoolConfig{MaxBlock: 64 << 10})
-	e := p.Encoder(nil)
+	e := p.Encoder()
 	for _, c := range []Codec{Zstd, S2, None, Codec(7)} {
 		_, ok := e.Encode(c, random(64<<10))
 		assert.False(t, ok, c)
@@ -207,36 +207,23 @@ func TestPoolLimitsAndCharge(t *testing.T) {
 	release := func(n uint64) { used -= n }
 
 	total = 0
-	p := NewPool(PoolConfig{MaxBlock: 64 << 10, Charge: charge, Release: release})
-	assert.Nil(t, p.Encoder(nil), "no budget: raw")
+	p := NewPool(PoolConfig{MaxBlock: 64 << 10, MaxEncoders: 1, Charge: charge, Release: release})
+	assert.Nil(t, p.Encoder(), "no budget: raw")
 	assert.False(t, p.ReserveDecoder())
 	_, err := p.Decoder(nil)
 	assert.Error(t, err)
 
 	total = p.EncoderCharge() + p.DecoderCharge()
 	assert.True(t, p.ReserveDecoder())
-	e := p.Encoder(nil)
+	e := p.Encoder()
 	require.NotNil(t, e)
 	assert.Equal(t, total, used)
 	assert.Equal(t, total, p.Charged())
-	// The one encoder is lent: the next caller waits for it.
-	got := make(chan *Encoder)
-	go func() { got <- p.Encoder(nil) }()
-	select {
-	case <-got:
-		t.Fatal("a second encoder was made past the budget")
-	case <-time.After(20 * time.Millisecond):
-	}
+	// The one encoder is lent: the next caller sends raw.
+	assert.Nil(t, p.Encoder())
 	p.PutEncoder(e)
-	select {
-	case e2 := <-got:
-		assert.Same(t, e, e2)
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiter did not get the returned encoder")
-	}
-	done := make(chan struct{})
-	close(done)
-	assert.Nil(t, p.Encoder(done), "a waiter gives up when done closes")
+	assert.Same(t, e, p.Encoder())
+	p.PutEncoder(e)
 	p.Close()
 	assert.Zero(t, used)
 	_, err = p.Decoder(nil)
@@ -253,7 +240,7 @@ func TestChargeCoversMemory(t *testing.T) {
 			p := NewPool(PoolConfig{MaxBlock: block})
 			var payloads [][]byte
 			{
-				e := p.Encoder(nil)
+				e := p.Encoder()
 				for _, c := range []Codec{Zstd, S2} {
 					for _, in := range inputs {
 						if b, ok := e.Encode(c, in); ok {

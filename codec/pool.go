@@ -34,7 +34,7 @@ type PoolConfig struct {
 	MaxBlock int
 	// MaxEncoders and MaxDecoders bound how many of each the pool makes;
 	// at most that many writers compress, or readers decode, at once.
-	// Default 2 each.
+	// Default 4 encoders and 2 decoders.
 	MaxEncoders, MaxDecoders int
 	// Charge takes n bytes from the memory budget the codecs are charged
 	// to, or reports false when it cannot; Release gives them back. Nil
@@ -58,8 +58,7 @@ type Pool struct {
 	encMade  int
 	decMade  int
 	charged  uint64
-	encReady chan struct{} // a token per encoder returned while others wait
-	decReady chan struct{}
+	decReady chan struct{} // a token per decoder returned while others wait
 }
 
 // ErrPoolClosed is returned by a Pool after Close.
@@ -71,14 +70,13 @@ func NewPool(cfg PoolConfig) *Pool {
 		cfg.MaxBlock = MaxBlock
 	}
 	if cfg.MaxEncoders <= 0 {
-		cfg.MaxEncoders = 2
+		cfg.MaxEncoders = 4
 	}
 	if cfg.MaxDecoders <= 0 {
 		cfg.MaxDecoders = 2
 	}
 	return &Pool{
 		cfg:      cfg,
-		encReady: make(chan struct{}, cfg.MaxEncoders),
 		decReady: make(chan struct{}, cfg.MaxDecoders),
 	}
 }
@@ -122,36 +120,25 @@ func (p *Pool) ReserveDecoder() bool {
 	return true
 }
 
-// Encoder lends an encoder. When all it may make are lent it waits for
-// one until done is closed (then nil). It returns nil at once when it has
-// made none and the budget cannot hold one: the caller then sends raw.
-func (p *Pool) Encoder(done <-chan struct{}) *Encoder {
-	for {
-		p.mu.Lock()
-		switch {
-		case p.closed:
-			p.mu.Unlock()
-			return nil
-		case len(p.encs) > 0:
-			e := p.encs[len(p.encs)-1]
-			p.encs = p.encs[:len(p.encs)-1]
-			p.mu.Unlock()
-			return e
-		case p.encMade < p.cfg.MaxEncoders && p.charge(p.EncoderCharge()):
-			p.encMade++
-			p.mu.Unlock()
-			return newEncoder(p.cfg.MaxBlock)
-		case p.encMade == 0:
-			p.mu.Unlock()
-			return nil
-		}
-		p.mu.Unlock()
-		select {
-		case <-p.encReady:
-		case <-done:
-			return nil
-		}
+// Encoder lends an encoder, or returns nil when all it may make are lent
+// or the budget cannot hold another: the caller then sends its frame raw
+// rather than wait, since a lent encoder stays lent while its frame is
+// written, which a stalled transport can make long.
+func (p *Pool) Encoder() *Encoder {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return nil
+	case len(p.encs) > 0:
+		e := p.encs[len(p.encs)-1]
+		p.encs = p.encs[:len(p.encs)-1]
+		return e
+	case p.encMade < p.cfg.MaxEncoders && p.charge(p.EncoderCharge()):
+		p.encMade++
+		return newEncoder(p.cfg.MaxBlock)
 	}
+	return nil
 }
 
 // PutEncoder returns a lent encoder.
@@ -161,10 +148,6 @@ func (p *Pool) PutEncoder(e *Encoder) {
 		p.encs = append(p.encs, e)
 	}
 	p.mu.Unlock()
-	select {
-	case p.encReady <- struct{}{}:
-	default:
-	}
 }
 
 // Decoder lends a decoder, waiting while all it may make are lent, until

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/framing"
 )
 
@@ -83,6 +84,19 @@ type Config struct {
 	// faster than that rate, so a peer dribbling tiny frames within its
 	// credit slows only itself (SPEC.md section 10). Default 20,000.
 	MaxSmallFramesPerSecond int
+	// Compression is the codec of the streams Open opens (OpenStream
+	// chooses per stream): zstd for ratio, s2 for speed. Both directions
+	// of such a stream are compressed if the peer accepts the codec.
+	// Default codec.None.
+	Compression codec.Codec
+	// AcceptCompression is the set of codecs this side accepts from the
+	// peer, announced in SETTINGS (SPEC.md 5.9). Default codec.Supported.
+	// Accepting costs nothing until the peer compresses: the session's
+	// decoders are shared by its streams and charged to SessionBudget.
+	AcceptCompression codec.Set
+	// NoDecompression announces no codec at all, so that the peer never
+	// compresses toward this side.
+	NoDecompression bool
 	// OnEvent, if set, is called for every flow-control event of every
 	// stream. It is called synchronously from the goroutine that caused
 	// the event, with no lock held; it must be quick.
@@ -128,6 +142,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxSmallFramesPerSecond, 20000)
 	setDefault(&c.IdleShrinkAfter, time.Second)
 	setDefault(&c.MaxUselessFramesPerSecond, 1000)
+	setDefault(&c.AcceptCompression, codec.Supported)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -148,6 +163,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("mux: negative SettingsTimeout %v or IdleTimeout %v", c.SettingsTimeout, c.IdleTimeout)
 	case c.MaxSmallFramesPerSecond < 0:
 		return c, fmt.Errorf("mux: MaxSmallFramesPerSecond %d is negative", c.MaxSmallFramesPerSecond)
+	case c.Compression != codec.None && !c.Compression.Known():
+		return c, fmt.Errorf("mux: unknown Compression %v", c.Compression)
 	case c.MaxStreams < 0:
 		return c, fmt.Errorf("mux: MaxStreams %d is negative", c.MaxStreams)
 	}

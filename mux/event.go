@@ -166,6 +166,10 @@ type StreamStats struct {
 	RecvLimit     uint64 // highest offset granted to the peer
 	RecvWindow    uint64
 	Reserved      uint64 // bytes held in the session budget
+	// Compression counts the stream's compressed and plain frames, and
+	// its bytes on the wire (BytesSent and BytesReceived count the
+	// application's bytes).
+	Compression CompressionStats
 	// Frames.
 	UpdatesSent     uint64
 	UpdatesReceived uint64
@@ -219,6 +223,9 @@ type SessionStats struct {
 	Closed      bool
 	CloseCode   uint64
 	CloseRemote bool
+	// Compression counts the session's compressed and plain frames, its
+	// bytes on the wire and its codecs' memory.
+	Compression CompressionStats
 }
 
 // IsAbuseCode reports whether code is one a session closes a misbehaving

@@ -67,6 +67,7 @@ type Session struct {
 	hooked           bool          // OnEvent or qlog: events are wanted
 	thresholds       bool          // Config.Thresholds has a level set
 	obs              sessionObs
+	compress         sessionCompression
 	stats            struct {
 		bytesSent, bytesReceived      atomic.Uint64
 		updatesSent, updatesReceived  atomic.Uint64
@@ -141,6 +142,7 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 	}
 	sess.peerInitial.Store(DefaultInitialWindow)
 	sess.peerMaxFrame.Store(DefaultMaxFramePayload)
+	sess.initCompression()
 	sess.startObserving()
 	sess.goroutine(sess.controlWriter)
 	sess.goroutine(sess.controlReader)
@@ -173,8 +175,13 @@ func (sess *Session) goroutine(f func()) {
 // reached, until ctx is done. It fails at once, with an error matching
 // window.ErrBudgetExhausted, if the session budget cannot hold the new
 // stream's initial receive window; with ErrGoAway once either side has
-// sent GOAWAY.
+// sent GOAWAY. The stream is compressed as Config.Compression says
+// (OpenStream chooses per stream).
 func (sess *Session) Open(ctx context.Context) (*Stream, error) {
+	return sess.OpenStream(ctx, StreamOptions{Compression: sess.cfg.Compression})
+}
+
+func (sess *Session) open(ctx context.Context, opts StreamOptions) (*Stream, error) {
 	sess.mu.Lock()
 	switch {
 	case sess.isClosed():
@@ -208,6 +215,7 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 	}
 	s := newStream(sess, id, lane, recv, sess.peerInitial.Load())
 	s.accepted = true
+	s.codec = opts.Compression
 	sess.mu.Lock()
 	if sess.isClosed() {
 		sess.mu.Unlock()
@@ -240,7 +248,7 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 	// The opening frame makes the stream known to the peer at once.
 	s.laneMu.Lock()
 	buf := sess.frameBuf()
-	_, err = lane.Write(framing.AppendDataHeader(buf[:0], id, 0, false))
+	_, err = lane.Write(appendOpening(buf[:0], id, opts.Compression))
 	sess.putFrameBuf(buf)
 	s.laneMu.Unlock()
 	if err != nil {
@@ -434,6 +442,7 @@ func (sess *Session) shutdown(e *SessionError) {
 		sess.closeErr = e
 		sess.observeClose(e) // before Done, so that what waits on it sees the log
 		sess.cancel()
+		sess.compress.pool.Close()
 		reason := ""
 		if e.Err != nil {
 			reason = e.Err.Error()
@@ -527,6 +536,7 @@ func (sess *Session) Stats() SessionStats {
 		PingsReceived:    sess.stats.pingsRecvd.Load(),
 	}
 	sess.fillObserved(&st)
+	sess.fillCompression(&st)
 	return st
 }
 

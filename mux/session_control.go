@@ -26,6 +26,7 @@ func (sess *Session) controlWriter() {
 		MaxFramePayload: sess.cfg.MaxFramePayload,
 		MaxStreams:      uint64(sess.cfg.MaxStreams),
 		BudgetSignal:    1, // this side reads BUDGET_LIMITED (stream_observe.go)
+		Compression:     uint64(sess.compress.accepts),
 	}})
 	goAway, goAwayDone := false, false
 	for {
@@ -192,6 +193,7 @@ func (sess *Session) applySettings(st framing.Settings) error {
 		sess.peerMaxFrame.Store(st.MaxFramePayload)
 	}
 	sess.peerBudgetSignal.Store(st.BudgetSignal == 1)
+	sess.peerSettled(st.Compression)
 	sess.settingsRecvd.Store(true)
 	if st.InitialWindow == 0 {
 		return nil

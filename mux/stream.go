@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
 	"github.com/bpmux/bp/window"
@@ -57,6 +58,8 @@ type Stream struct {
 	lastActive time.Time
 	send       window.Sender
 	overload   Overload
+	codec      codec.Codec // this side's direction is compressed with it, if the peer accepts it
+	probe      codec.Probe // whether the next frame is worth compressing; the writer's (writeMu)
 	accepted   bool // handed to the application (always, for streams this side opened)
 	refused    bool // reset by the peer before the application saw it, and refused
 	removed    bool // retired from the session
@@ -339,6 +342,10 @@ func (s *Stream) Stats() StreamStats {
 	st.SendCredit = s.send.Available()
 	st.PeerConsumed = s.peerConsumed
 	st.ConsumerLag = s.send.Sent() - s.peerConsumed
+	st.Compression.Codec = codec.None
+	if s.sess.peerAccepts(s.codec) {
+		st.Compression.Codec = s.codec
+	}
 	s.fillObservedLocked(&st, s.sess.cfg.Now())
 	if s.recv != nil {
 		st.BytesReceived = s.recv.Received()

@@ -311,9 +311,20 @@ func (s *Stream) laneReadFailed(le *transport.LaneError) {
 // stream's buffer after checking it against the granted credit.
 func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error {
 	fin := h.Flags&framing.FlagFIN != 0
-	n := int(h.Length)
 	if h.Length > s.sess.cfg.MaxFramePayload {
 		return s.sess.protocolErr(framing.FrameSizeError, fmt.Errorf("stream %d: DATA of %d bytes exceeds SETTINGS_MAX_FRAME_PAYLOAD %d", s.id, h.Length, s.sess.cfg.MaxFramePayload))
+	}
+	// n is the application bytes the frame carries, which flow control
+	// counts, and wire what is left of it to read from the lane.
+	n, wire := int(h.Length), int(h.Length)
+	compressed := h.Flags&framing.FlagCompressed != 0
+	var ch compressedHeader
+	if compressed {
+		var err error
+		if ch, err = s.readCompressedPrefix(br, h, opening); err != nil {
+			return err
+		}
+		n, wire = ch.decoded, ch.block
 	}
 	if n > 0 && n < SmallFrameBytes && !fin {
 		if err := s.sess.paceSmallFrame(); err != nil {
@@ -329,12 +340,13 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 		s.mu.Unlock()
 		return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: DATA on a finished stream", s.id))
 	}
-	if err := s.recv.OnData(h.Length); err != nil {
+	if err := s.recv.OnData(uint64(n)); err != nil {
 		s.mu.Unlock()
 		return s.sess.protocolErr(framing.FlowControlError, fmt.Errorf("stream %d: %w", s.id, err))
 	}
-	s.stats.BytesReceived += h.Length
-	s.sess.stats.bytesReceived.Add(h.Length)
+	s.stats.BytesReceived += uint64(n)
+	s.sess.stats.bytesReceived.Add(uint64(n))
+	s.receivedFrameLocked(h, ch)
 	if n == 0 && !fin && !opening {
 		s.mu.Unlock()
 		if err := s.sess.useless(); err != nil {
@@ -344,13 +356,13 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	}
 	if s.readClosed {
 		// Nobody will read it: count it, return its credit silently, drop it.
-		s.recv.OnConsumed(h.Length, s.sess.cfg.Now())
+		s.recv.OnConsumed(uint64(n), s.sess.cfg.Now())
 		s.pendUpdate = false
 		if fin {
 			s.lc.onPeerFin()
 		}
 		s.mu.Unlock()
-		if _, err := br.Discard(n); err != nil {
+		if _, err := br.Discard(wire); err != nil {
 			return midFrame(err)
 		}
 		return nil
@@ -375,8 +387,10 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	s.filling = true
 	s.mu.Unlock()
 
-	_, err := io.ReadFull(br, p1)
-	if err == nil && len(p2) > 0 {
+	var err error
+	if compressed {
+		err = s.fillDecoded(br, ch, p1, p2)
+	} else if _, err = io.ReadFull(br, p1); err == nil && len(p2) > 0 {
 		_, err = io.ReadFull(br, p2)
 	}
 
@@ -391,6 +405,9 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	}
 	if err != nil {
 		s.mu.Unlock()
+		if compressed { // fillDecoded said what went wrong
+			return err
+		}
 		return midFrame(err)
 	}
 	if s.readClosed {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
 )
@@ -110,6 +111,9 @@ func (s *Stream) reserveCreditLocked(want int, out *eventBuf) (int, error) {
 		}
 		if avail > 0 {
 			n := min(uint64(want), avail, s.sess.peerMaxFrame.Load())
+			if s.codec != codec.None { // a frame is one block
+				n = min(n, uint64(s.sess.compress.pool.MaxBlock()))
+			}
 			if err := s.send.OnSent(n); err != nil {
 				return 0, err
 			}
@@ -163,8 +167,13 @@ func (s *Stream) writeErrLocked() error {
 	return nil
 }
 
-// writeData sends one DATA frame. Credit for p is already taken.
+// writeData sends one DATA frame, compressed if the stream is and that
+// pays. Credit for p is already taken.
 func (s *Stream) writeData(p []byte) error {
+	s.mu.Lock()
+	c := s.codec
+	s.mu.Unlock()
+	f := s.encode(c, p) // outside laneMu: control frames need not wait for it
 	s.laneMu.Lock()
 	s.mu.Lock()
 	err := s.writeErrLocked()
@@ -177,9 +186,9 @@ func (s *Stream) writeData(p []byte) error {
 	if err == nil {
 		s.setLaneDeadline(laneDeadlineFor(s.writeDeadline.when()))
 		buf := s.sess.frameBuf()
-		h := framing.AppendDataHeader(buf[:0], s.id, len(p), false)
+		h := framing.AppendHeader(buf[:0], framing.Header{Type: framing.TypeData, Flags: f.flags, StreamID: s.id, Length: uint64(len(f.payload))})
 		if _, err = s.lane.Write(h); err == nil {
-			_, err = s.lane.Write(p)
+			_, err = s.lane.Write(f.payload)
 		}
 		s.sess.putFrameBuf(buf)
 		var out eventBuf
@@ -188,10 +197,13 @@ func (s *Stream) writeData(p []byte) error {
 		s.endTransportStallLocked(start, s.sess.cfg.Now(), &out)
 		s.mu.Unlock()
 		out.emit(s.sess)
-		if err != nil {
+		if err == nil {
+			s.sentFrame(c, &f)
+		} else {
 			err = s.dataWriteFailed(err)
 		}
 	}
+	f.release(s.sess)
 	s.laneMu.Unlock()
 	s.flushControl()
 	return err
