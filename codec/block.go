@@ -65,7 +65,7 @@ func (e *Encoder) Encode(c Codec, p []byte) (payload []byte, ok bool) {
 		if len(e.out)-n < s2.MaxEncodedLen(len(p)) {
 			return nil, false
 		}
-		out = out[:n+len(s2.Encode(e.out[n:], p))]
+		out = out[:n+len(s2.EncodeBetter(e.out[n:], p))]
 	default:
 		return nil, false
 	}

@@ -108,6 +108,9 @@ func checkReencode(t *testing.T, orig []byte, fr *framing.Frame) {
 	var enc []byte
 	if fr.Type == framing.TypeData {
 		enc = framing.AppendDataHeader(nil, fr.StreamID, len(fr.Data), fr.Flags&framing.FlagFIN != 0)
+		if fr.Flags&framing.FlagCompressed != 0 {
+			enc = framing.AppendHeader(nil, framing.Header{Type: framing.TypeData, Flags: fr.Flags, StreamID: fr.StreamID, Length: uint64(len(fr.Data))})
+		}
 		enc = append(enc, fr.Data...)
 		alt, err := framing.AppendFrame(nil, fr)
 		if err != nil || !bytes.Equal(alt, enc) {

@@ -250,13 +250,15 @@ func (f *compressedFrame) release(sess *Session) {
 // opener's announcement of its codec as this side's choice.
 func (s *Stream) receivedFrameLocked(h framing.Header, ch compressedHeader) {
 	cs := &s.sess.compress
+	if ch.codec != codec.None && ch.decoded == 0 {
+		// The opener's announcement (readCompressedPrefix checked it):
+		// it carries no stream bytes.
+		s.codec = ch.codec
+		return
+	}
 	s.stats.Compression.WireBytesReceived += h.Length
 	cs.wireRecvd.Add(h.Length)
-	switch {
-	case ch.codec == codec.None:
-	case ch.decoded == 0: // the opener's announcement (readCompressedPrefix checked it)
-		s.codec = ch.codec
-	default:
+	if ch.codec != codec.None {
 		s.stats.Compression.FramesDecompressed++
 		cs.decoded.Add(1)
 	}
