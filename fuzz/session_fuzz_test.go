@@ -97,7 +97,7 @@ func fuzzConfig() *mux.Config {
 	return &mux.Config{
 		InitialWindow:     16 << 10,
 		MaxWindow:         64 << 10,
-		SessionBudget:     256 << 10,
+		SessionBudget:     512 << 10, // half of it holds the decoder of compressed DATA
 		MaxStreams:        8,
 		MaxFramePayload:   16 << 10,
 		KeepAliveInterval: -1,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bpmux/bp"
+	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/mux"
 )
 
@@ -126,6 +127,8 @@ type sessionFlags struct {
 	window, maxWindow uint64
 	deadPeer          time.Duration
 	transport         string // --transport: quic, xquic or tcp
+	compress          string // --compress: zstd, s2 or none
+	codec             codec.Codec
 	obs               observeFlags
 	// observer tracks the command's sessions for --metrics once
 	// startObserver has run (nil: not asked for, or not yet).
@@ -147,7 +150,18 @@ func (f *sessionFlags) register(fs *flagSet) {
 	f.deadPeer = mux.DefaultDeadPeerTimeout
 	fs.Var(durationFlag{&f.deadPeer}, "dead-peer", "give the peer up for gone when nothing is heard from it for `DURATION` (at least 1s)")
 	fs.StringVar(&f.transport, "transport", string(bp.TransportQUIC), "the `TRANSPORT` to run bp/1 over: quic (quic-go), xquic (golang.org/x/net/quic: not for production) or tcp (TLS over TCP, where UDP is blocked; a lost packet then delays every stream); both ends must use the same")
+	fs.StringVar(&f.compress, "compress", "none", "compress the `CODEC`: zstd (ratio), s2 (speed) or none; the streams this side opens, both ways if the peer accepts it (the other end answers in kind), or what this side sends on the streams it accepts. Data that does not compress is sent as it is")
 	f.obs.register(fs)
+}
+
+// applyCompression gives a stream the peer opened the codec --compress
+// asked for, when it was asked for; a stream without it follows its
+// opener's choice.
+func (f *sessionFlags) applyCompression(s *mux.Stream) error {
+	if f.codec == codec.None {
+		return nil
+	}
+	return s.SetCompression(f.codec)
 }
 
 // address returns hostport as bp.Dial and bp.Listen take it for the
@@ -170,7 +184,10 @@ func (f *sessionFlags) config(onEvent func(mux.Event)) (*mux.Config, error) {
 		return nil, usageErrorf("--transport %q: want quic, xquic or tcp", f.transport)
 	}
 	f.transport = string(t)
-	cfg := &mux.Config{InitialWindow: f.window, MaxWindow: f.maxWindow, DeadPeerTimeout: f.deadPeer, OnEvent: onEvent}
+	if f.codec, err = codec.Parse(f.compress); err != nil {
+		return nil, usageErrorf("--compress %q: want zstd, s2 or none", f.compress)
+	}
+	cfg := &mux.Config{InitialWindow: f.window, MaxWindow: f.maxWindow, DeadPeerTimeout: f.deadPeer, OnEvent: onEvent, Compression: f.codec}
 	if err := f.obs.apply(cfg); err != nil {
 		return nil, err
 	}

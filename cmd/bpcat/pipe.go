@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bpmux/bp"
+	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/mux"
 	"github.com/bpmux/bp/trace"
 	"github.com/bpmux/bp/transport"
@@ -217,6 +218,9 @@ func serveOne(ctx context.Context, e *env, pf *pipeFlags, ln *bp.Listener, in *s
 		return true, err
 	}
 	cancel()
+	if err := pf.applyCompression(s); err != nil {
+		pf.logf(e, "--compress: %v; sending plain", err)
+	}
 	return true, pipeSession(ctx, e, sess, s, pf, in)
 }
 
@@ -299,6 +303,9 @@ func connect(ctx context.Context, e *env, pf *pipeFlags, tlsConf *tls.Config, ve
 		}
 		endSession(sess, "bpcat: "+oneLine(err))
 		return err
+	}
+	if pf.codec != codec.None && s.Stats().Compression.Codec == codec.None {
+		fmt.Fprintf(e.stderr, "bpcat: --compress %v: the peer accepts only %v; sending plain\n", pf.codec, sess.PeerCompression())
 	}
 	return pipeSession(ctx, e, sess, s, pf, newStdinPump(e.stdin))
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/mux"
 )
 
@@ -150,20 +151,21 @@ func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration,
 		}
 	}
 	sending, receiving := st.BytesSent > 0, st.BytesReceived > 0
+	sendZ, recvZ := compressionTags(st)
 	send := [...]string{
-		fmt.Sprintf("send %10s %12s%s  peer window %10s  credit %10s  in flight %10s  stalls %d (%.1fs)",
-			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendLimit-st.PeerConsumed),
+		fmt.Sprintf("send %10s %12s%s%s  peer window %10s  credit %10s  in flight %10s  stalls %d (%.1fs)",
+			formatSize(st.BytesSent), formatRate(up), sendProg, sendZ, formatSize(st.SendLimit-st.PeerConsumed),
 			formatSize(st.SendCredit), formatSize(st.ConsumerLag), st.Stalls, st.TimeStalled.Seconds()),
-		fmt.Sprintf("send %s %s%s  credit %s of %s  stalls %d",
-			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendCredit), formatSize(st.SendLimit-st.PeerConsumed), st.Stalls),
-		fmt.Sprintf("send %s %s%s  credit %s of %s",
-			formatSize(st.BytesSent), formatRate(up), sendProg, formatSize(st.SendCredit), formatSize(st.SendLimit-st.PeerConsumed)),
-		fmt.Sprintf("send %s %s%s", formatSize(st.BytesSent), formatRate(up), sendProg),
+		fmt.Sprintf("send %s %s%s%s  credit %s of %s  stalls %d",
+			formatSize(st.BytesSent), formatRate(up), sendProg, sendZ, formatSize(st.SendCredit), formatSize(st.SendLimit-st.PeerConsumed), st.Stalls),
+		fmt.Sprintf("send %s %s%s%s  credit %s of %s",
+			formatSize(st.BytesSent), formatRate(up), sendProg, sendZ, formatSize(st.SendCredit), formatSize(st.SendLimit-st.PeerConsumed)),
+		fmt.Sprintf("send %s %s%s%s", formatSize(st.BytesSent), formatRate(up), sendProg, sendZ),
 	}
 	recv := [...]string{
-		fmt.Sprintf("recv %10s %12s%s  window %10s", formatSize(st.BytesConsumed), formatRate(down), recvProg, formatSize(st.RecvWindow)),
-		fmt.Sprintf("recv %s %s%s  window %s", formatSize(st.BytesConsumed), formatRate(down), recvProg, formatSize(st.RecvWindow)),
-		fmt.Sprintf("recv %s %s%s", formatSize(st.BytesConsumed), formatRate(down), recvProg),
+		fmt.Sprintf("recv %10s %12s%s%s  window %10s", formatSize(st.BytesConsumed), formatRate(down), recvProg, recvZ, formatSize(st.RecvWindow)),
+		fmt.Sprintf("recv %s %s%s%s  window %s", formatSize(st.BytesConsumed), formatRate(down), recvProg, recvZ, formatSize(st.RecvWindow)),
+		fmt.Sprintf("recv %s %s%s%s", formatSize(st.BytesConsumed), formatRate(down), recvProg, recvZ),
 	}
 	head := fmt.Sprintf("%5.1fs  ", elapsed.Seconds())
 	if !sending && !receiving {
@@ -188,6 +190,21 @@ func (v *view) line(st, prev mux.StreamStats, dt float64, elapsed time.Duration,
 		}
 	}
 	return fit(line, width)
+}
+
+// compressionTags say how much each direction's compression saves: "
+// zstd 5.7x" for what this side sends with zstd (application bytes per
+// byte on the wire), " z 4.1x" for what arrived compressed; "" for a
+// direction that is not compressed.
+func compressionTags(st mux.StreamStats) (send, recv string) {
+	c := st.Compression
+	if c.Codec != codec.None && c.FramesCompressed+c.FramesPlain > 0 {
+		send = fmt.Sprintf(" %s %.1fx", c.Codec, mux.Ratio(st.BytesSent, c.WireBytesSent))
+	}
+	if c.FramesDecompressed > 0 {
+		recv = fmt.Sprintf(" z %.1fx", mux.Ratio(st.BytesReceived, c.WireBytesReceived))
+	}
+	return send, recv
 }
 
 // levelTag marks a stream at a threshold's level: "WARN  " or "CRIT  ",
@@ -289,6 +306,12 @@ func summaryLine(st mux.StreamStats, elapsed time.Duration) string {
 			line += fmt.Sprintf("; the transport held writes %d times for %.2fs", tr.Count, tr.Time.Seconds())
 		}
 		line += "; at most " + formatSize(st.PeakConsumerLag) + " in flight"
+	}
+	if c := st.Compression; c.FramesCompressed > 0 {
+		line += fmt.Sprintf("; %s sent %s as %s (%.2fx)", c.Codec, formatSize(st.BytesSent), formatSize(c.WireBytesSent), mux.Ratio(st.BytesSent, c.WireBytesSent))
+	}
+	if c := st.Compression; c.FramesDecompressed > 0 {
+		line += fmt.Sprintf("; received %s as %s compressed (%.2fx)", formatSize(st.BytesReceived), formatSize(c.WireBytesReceived), mux.Ratio(st.BytesReceived, c.WireBytesReceived))
 	}
 	return line
 }
