@@ -247,7 +247,9 @@ func TestAttackCompression(t *testing.T) {
 		{"s2 bomb declared as 1000 bytes", func(id uint64) []byte { return compressedData(id, codec.S2, 1000, s2Bomb) }, framing.FlowControlError},
 		{"s2 bomb declared as 60000 bytes", func(id uint64) []byte { return compressedData(id, codec.S2, 60000, s2Bomb) }, framing.FlowControlError},
 		{"zstd decodes to fewer bytes", func(id uint64) []byte { return compressedData(id, codec.Zstd, 5000, zstdBlock(t, zeros[:4000])) }, framing.ProtocolError},
-		{"corrupt s2 block", func(id uint64) []byte { return compressedData(id, codec.S2, 5000, append([]byte{0x88, 0x27}, randomBytes(100)...)) }, framing.ProtocolError},
+		{"corrupt s2 block", func(id uint64) []byte {
+			return compressedData(id, codec.S2, 5000, append([]byte{0x88, 0x27}, randomBytes(100)...))
+		}, framing.ProtocolError},
 		{"unknown codec", func(id uint64) []byte { return compressedData(id, codec.Codec(9), 5000, s2.Encode(nil, zeros[:5000])) }, framing.ProtocolError},
 		{"payload longer than it decodes to", func(id uint64) []byte { return compressedData(id, codec.S2, 10, randomBytes(100)) }, framing.ProtocolError},
 		{"announcement after the opening frame", func(id uint64) []byte { return compressedData(id, codec.Zstd, 0, nil) }, framing.ProtocolError},

@@ -60,9 +60,9 @@ type Stream struct {
 	overload   Overload
 	codec      codec.Codec // this side's direction is compressed with it, if the peer accepts it
 	probe      codec.Probe // whether the next frame is worth compressing; the writer's (writeMu)
-	accepted   bool // handed to the application (always, for streams this side opened)
-	refused    bool // reset by the peer before the application saw it, and refused
-	removed    bool // retired from the session
+	accepted   bool        // handed to the application (always, for streams this side opened)
+	refused    bool        // reset by the peer before the application saw it, and refused
+	removed    bool        // retired from the session
 
 	// What the application called. These decide what Read and Write
 	// return; the lifecycle decides what goes on the wire.
