@@ -82,10 +82,13 @@ func oursConfig(o opts) *mux.Config {
 	if !o.manyStreams {
 		return nil // the defaults
 	}
+	// 10,000 initial windows, and slack for what else the session may
+	// charge to its budget (shared decoders, say): the budget is a bound,
+	// not memory taken.
 	return &mux.Config{
 		MaxStreams:    10000,
 		InitialWindow: mux.DefaultInitialWindow,
-		SessionBudget: 10001 * mux.DefaultInitialWindow,
+		SessionBudget: 10001*mux.DefaultInitialWindow + 16<<20,
 	}
 }
 

@@ -52,6 +52,7 @@ var units = map[string]string{
 	"goodput":            "MB/s",
 	"cpu_seconds_per_gb": "s/GB",
 	"p50_ms":             "ms",
+	"p90_ms":             "ms",
 	"p99_ms":             "ms",
 	"jain":               "index",
 	"time_to_90":         "s",
@@ -114,6 +115,16 @@ func (r *runner) byRep(k key) map[int]float64 {
 	return out
 }
 
+// failed notes a run that failed; the run goes on without its values.
+func (r *runner) failed(c, impl string, rep int, err error) {
+	what := c
+	if impl != "" {
+		what += "/" + impl
+	}
+	r.note("FAILED %s rep %d: %v", what, rep+1, err)
+	fmt.Fprintf(os.Stderr, "bench: %s rep %d failed: %v\n", what, rep+1, err)
+}
+
 func (r *runner) note(format string, a ...any) {
 	s := fmt.Sprintf(format, a...)
 	r.notes = append(r.notes, s)
@@ -168,6 +179,7 @@ func run() error {
 	linkServe := flag.Bool("link-serve", false, "internal: run the packet-level link between namespaces -link-a and -link-b")
 	linkA := flag.String("link-a", "", "internal: the client's namespace")
 	linkB := flag.String("link-b", "", "internal: the server's namespace")
+	flag.Int64Var(&rttRateMbit, "link-rate", rttRateMbit, "the link's rate cap in Mbit/s for rtt50-1 and loss-8 (the queue stays one BDP)")
 	tcpCC := flag.String("tcp-cc", "", "TCP congestion control in the link's namespaces, one the kernel allows there (empty: the kernel's default); QUIC's is the QUIC stack's own")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -259,7 +271,7 @@ func run() error {
 					fmt.Fprintf(os.Stderr, "%s rep %d/%d\n", c.name, rep+1, n)
 				}
 				if err := c.runAll(r, ims); err != nil {
-					return fmt.Errorf("%s: %w", c.name, err)
+					r.failed(c.name, "", rep, err)
 				}
 				continue
 			}
@@ -275,7 +287,7 @@ func run() error {
 					fmt.Fprintf(os.Stderr, "%s %s rep %d/%d\n", c.name, im.name, rep+1, n)
 				}
 				if err := c.run(r, im); err != nil {
-					return fmt.Errorf("%s/%s: %w", c.name, im.name, err)
+					r.failed(c.name, im.name, rep, err)
 				}
 			}
 		}
@@ -286,6 +298,7 @@ func run() error {
 	goals := r.goals()
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
+		enc.SetEscapeHTML(false)
 		for _, k := range r.order {
 			enc.Encode(result{Case: k.c, Impl: k.impl, Metric: k.metric, Value: median(r.vals(k)), Unit: units[k.metric]})
 		}
@@ -389,7 +402,7 @@ func printTable(r *runner, cs []caseDef, ims []impl, goals []goalResult) {
 
 func format(metric string, v float64) string {
 	switch metric {
-	case "throughput", "goodput", "p50_ms", "p99_ms":
+	case "throughput", "goodput", "p50_ms", "p90_ms", "p99_ms":
 		return fmt.Sprintf("%.1f", v)
 	case "jain", "fraction", "cpu_seconds_per_gb":
 		return fmt.Sprintf("%.3f", v)
