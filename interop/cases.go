@@ -73,6 +73,7 @@ func Cases() []Case {
 		}},
 		{Name: "goodput", Run: runGoodput, Timeout: 300 * time.Second},
 		{Name: "goaway", Run: runGoAway},
+		{Name: "compression", Run: runCompression, Timeout: 120 * time.Second},
 	}
 }
 
@@ -81,7 +82,7 @@ func QuickCases() []Case {
 	var out []Case
 	for _, c := range Cases() {
 		switch c.Name {
-		case "handshake", "transfer", "multiplexing", "stall", "goaway":
+		case "handshake", "transfer", "multiplexing", "stall", "goaway", "compression":
 			out = append(out, c)
 		}
 	}
