@@ -1,3 +1,5 @@
+//go:build unix
+
 package bp_test
 
 import (
@@ -8,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"runtime"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,32 +152,49 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
+// cpuTime is the process's CPU time so far, user and system: both ends
+// of the benchmark run in this process.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // runCodecs runs each codec once per iteration on data and reports each
 // one's rate (metric unit) and its ratio to none (codec + ratioUnit),
-// medians over the iterations.
+// and the CPU seconds per GB of both ends with its ratio to none: medians
+// over the iterations, with the smallest ratio.
 func runCodecs(b *testing.B, sess *mux.Session, data []byte, rate func(time.Duration) float64, unit, ratioUnit string) {
 	codecs := []codec.Codec{codec.None, codec.Zstd, codec.S2}
 	rates := make(map[codec.Codec][]float64)
 	ratios := make(map[codec.Codec][]float64)
+	cpu := make(map[codec.Codec][]float64)
+	cpuRatios := make(map[codec.Codec][]float64)
 	transfer(b, sess, codec.Zstd, data[:1<<20]) // warm up: windows, codecs
 	b.ResetTimer()
 	for range b.N {
-		var none float64
+		var none, noneCPU float64
 		for _, c := range codecs {
+			c0 := cpuTime()
 			r := rate(transfer(b, sess, c, data))
+			perGB := (cpuTime() - c0).Seconds() / (float64(len(data)) / 1e9)
 			rates[c] = append(rates[c], r)
+			cpu[c] = append(cpu[c], perGB)
 			if c == codec.None {
-				none = r
+				none, noneCPU = r, perGB
 			} else {
 				ratios[c] = append(ratios[c], r/none)
+				cpuRatios[c] = append(cpuRatios[c], perGB/noneCPU)
 			}
 		}
 	}
 	for _, c := range codecs {
 		b.ReportMetric(median(rates[c]), c.String()+"_"+unit)
+		b.ReportMetric(median(cpu[c]), c.String()+"_cpu_s/GB")
 		if c != codec.None {
 			b.ReportMetric(median(ratios[c]), c.String()+"_"+ratioUnit)
 			b.ReportMetric(slices.Min(ratios[c]), c.String()+"_"+ratioUnit+"_min")
+			b.ReportMetric(median(cpuRatios[c]), c.String()+"_cpu_x")
 		}
 	}
 	b.ReportMetric(0, "ns/op")
