@@ -29,6 +29,9 @@ type StreamOptions struct {
 	// the peer accepts it; otherwise the stream is sent plain, which
 	// Stream.Stats shows. codec.None: no compression.
 	Compression codec.Codec
+	// Priority is the stream's priority (Stream.SetPriority); nil means
+	// DefaultPriority.
+	Priority *Priority
 }
 
 // ErrCodecNotAccepted means the peer does not accept the codec asked for.

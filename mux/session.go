@@ -216,6 +216,9 @@ func (sess *Session) open(ctx context.Context, opts StreamOptions) (*Stream, err
 	s := newStream(sess, id, lane, recv, sess.peerInitial.Load())
 	s.accepted = true
 	s.codec = opts.Compression
+	if opts.Priority != nil {
+		s.SetPriority(*opts.Priority)
+	}
 	sess.mu.Lock()
 	if sess.isClosed() {
 		sess.mu.Unlock()

@@ -60,6 +60,7 @@ type Stream struct {
 	overload   Overload
 	codec      codec.Codec // this side's direction is compressed with it, if the peer accepts it
 	probe      codec.Probe // whether the next frame is worth compressing; the writer's (writeMu)
+	prio       Priority    // SetPriority's
 	accepted   bool        // handed to the application (always, for streams this side opened)
 	refused    bool        // reset by the peer before the application saw it, and refused
 	removed    bool        // retired from the session
@@ -126,6 +127,7 @@ func newStream(sess *Session, id uint64, lane transport.Lane, recv *window.Recei
 		sentLimit:  recv.Limit(),
 		send:       window.NewSender(peerInitial),
 		lastActive: now,
+		prio:       DefaultPriority,
 	}
 }
 

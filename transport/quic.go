@@ -443,6 +443,11 @@ func (l quicLane) SetWriteDeadline(t time.Time) error { return l.s.SetWriteDeadl
 func (l quicLane) CancelWrite(code uint64)            { l.s.CancelWrite(quic.StreamErrorCode(code)) }
 func (l quicLane) CancelRead(code uint64)             { l.s.CancelRead(quic.StreamErrorCode(code)) }
 
+// SetPriority sets the lane's send priority in quic-go's scheduler.
+func (l quicLane) SetPriority(urgency uint8, incremental bool) {
+	l.s.SetPriority(int8(min(urgency, 7)), incremental)
+}
+
 type quicSendLane struct{ s *quic.SendStream }
 
 func (l quicSendLane) Write(p []byte) (int, error) {

@@ -76,6 +76,14 @@ type SendLane interface {
 	SetWriteDeadline(t time.Time) error
 }
 
+// Prioritizer is implemented by lanes whose transport schedules its
+// sending by priority (the quic-go binding): urgency 0 (most urgent) to 7,
+// and whether the lane's data may be interleaved with that of other lanes
+// of the same urgency (RFC 9218).
+type Prioritizer interface {
+	SetPriority(urgency uint8, incremental bool)
+}
+
 // Lane is a bidirectional, ordered, reliable byte stream.
 type Lane interface {
 	io.Reader
