@@ -82,6 +82,12 @@ const (
 	// payload. It may be sent only with a codec the receiver announced in
 	// SettingCompression.
 	FlagCompressed Flags = 0x02
+	// FlagRetryAfter on a RESET frame says its payload carries, after the
+	// error code, a retry-after hint in milliseconds: when the stream was
+	// refused for a rate limit, how long the opener should wait before it
+	// tries again. It may be sent only to a peer that announced
+	// SettingRetryAfter.
+	FlagRetryAfter Flags = 0x01
 	// FlagDone on a GOAWAY frame says the sender has no stream left: every
 	// frame the receiver sent on any stream has arrived.
 	FlagDone Flags = 0x01
@@ -131,6 +137,7 @@ const (
 	SettingMaxStreams      uint64 = 0x3
 	SettingBudgetSignal    uint64 = 0x4
 	SettingCompression     uint64 = 0x5
+	SettingRetryAfter      uint64 = 0x6
 )
 
 // Settings are the values an endpoint announces in its SETTINGS frame.
@@ -151,6 +158,9 @@ type Settings struct {
 	// DATA frames: bit c-1 for codec c (package codec's Set); 0 (absent)
 	// when it accepts none. Bits of unknown codecs are kept and ignored.
 	Compression uint64
+	// RetryAfter is 1 when the sender accepts RESET frames with
+	// FlagRetryAfter; 0 (absent) when it does not.
+	RetryAfter uint64
 }
 
 // Frame is one decoded frame. Only the fields of its Type are meaningful.
@@ -168,6 +178,9 @@ type Frame struct {
 	Consumed uint64
 	// ErrorCode is the code of RESET, STOP_SENDING and GOAWAY.
 	ErrorCode ErrorCode
+	// RetryAfter is the retry-after hint, in milliseconds, of a RESET
+	// with FlagRetryAfter.
+	RetryAfter uint64
 	// LastStreamID is GOAWAY's last peer-initiated stream the sender processes.
 	LastStreamID uint64
 	// PingData is PING's opaque payload, echoed in the answer.
@@ -248,7 +261,7 @@ func truncated(err error) error {
 }
 
 // allowedFlags lists the flag bits each known type may carry.
-var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN | FlagCompressed, TypeWindowUpdate: FlagBudgetLimited, TypePing: FlagACK, TypeGoAway: FlagDone}
+var allowedFlags = [len(typeNames)]Flags{TypeData: FlagFIN | FlagCompressed, TypeWindowUpdate: FlagBudgetLimited, TypeReset: FlagRetryAfter, TypePing: FlagACK, TypeGoAway: FlagDone}
 
 func (h Header) check() error {
 	if !h.Type.Known() {
@@ -294,6 +307,10 @@ func DecodePayload(f *Frame, h Header, payload []byte) error {
 		f.Offset = p.varint()
 	case TypeReset, TypeStopSending:
 		f.ErrorCode = ErrorCode(p.varint())
+		f.RetryAfter = 0
+		if h.Type == TypeReset && h.Flags&FlagRetryAfter != 0 {
+			f.RetryAfter = p.varint()
+		}
 	case TypePing:
 		if len(payload) != PingDataLen {
 			return fmt.Errorf("%w: PING payload is %d bytes, want %d", ErrMalformed, len(payload), PingDataLen)
@@ -343,6 +360,11 @@ func (s *Settings) set(id, v uint64) error {
 		s.BudgetSignal = v
 	case SettingCompression:
 		s.Compression = v
+	case SettingRetryAfter:
+		if v > 1 {
+			return fmt.Errorf("%w: %w: SETTINGS_RETRY_AFTER %d is neither 0 nor 1", ErrMalformed, ErrSettingValue, v)
+		}
+		s.RetryAfter = v
 	}
 	// Unknown identifiers are ignored, so that settings can be added.
 	return nil
@@ -386,6 +408,9 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 		payload = appendVarint(payload, f.Offset)
 	case TypeReset, TypeStopSending:
 		payload = appendVarint(payload, uint64(f.ErrorCode))
+		if h.Type == TypeReset && h.Flags&FlagRetryAfter != 0 {
+			payload = appendVarint(payload, f.RetryAfter)
+		}
 	case TypePing:
 		payload = append(payload, f.PingData[:]...)
 	case TypeGoAway:
@@ -409,7 +434,7 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 
 func hasOversized(f *Frame) bool {
 	s := f.Settings
-	return max(f.Offset, f.Consumed, uint64(f.ErrorCode), f.LastStreamID, s.InitialWindow, s.MaxFramePayload, s.MaxStreams, s.BudgetSignal, s.Compression) > MaxVarint
+	return max(f.Offset, f.Consumed, uint64(f.ErrorCode), f.LastStreamID, s.InitialWindow, s.MaxFramePayload, s.MaxStreams, s.BudgetSignal, s.Compression, s.RetryAfter, f.RetryAfter) > MaxVarint
 }
 
 // appendVarint is quicvarint.Append clamped to the encodable range; the
@@ -423,6 +448,7 @@ func (s Settings) append(b []byte) []byte {
 		{SettingMaxStreams, s.MaxStreams},
 		{SettingBudgetSignal, s.BudgetSignal},
 		{SettingCompression, s.Compression},
+		{SettingRetryAfter, s.RetryAfter},
 	} {
 		if kv[1] != 0 {
 			b = appendVarint(appendVarint(b, kv[0]), kv[1])

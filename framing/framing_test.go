@@ -141,7 +141,7 @@ func TestHeaderErrors(t *testing.T) {
 		{"DATA flags 0x80", hdr(framing.TypeData, 0x81, 1, 0), framing.ErrMalformed},
 		{"WINDOW_UPDATE flags 0x02", hdr(framing.TypeWindowUpdate, 0x02, 1, 1), framing.ErrMalformed},
 		{"BLOCKED flags 0x01", hdr(framing.TypeBlocked, 0x01, 1, 1), framing.ErrMalformed},
-		{"RESET flags 0x01", hdr(framing.TypeReset, 0x01, 1, 1), framing.ErrMalformed},
+		{"RESET flags 0x02", hdr(framing.TypeReset, 0x02, 1, 1), framing.ErrMalformed},
 		{"STOP_SENDING flags 0x40", hdr(framing.TypeStopSending, 0x40, 1, 1), framing.ErrMalformed},
 		{"PING flags 0x03", hdr(framing.TypePing, 0x03, 0, 8), framing.ErrMalformed},
 		{"GOAWAY flags 0x02", hdr(framing.TypeGoAway, 0x02, 0, 2), framing.ErrMalformed},

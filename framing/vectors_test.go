@@ -154,6 +154,16 @@ var vectors = []vector{
 		frame: framing.Frame{Header: hdr(framing.TypeData, framing.FlagCompressed, 1, 21), Data: unhex("01404028b52ffd20404d000010616201540202272b")},
 	},
 	{
+		name:  "SETTINGS with SETTINGS_RETRY_AFTER 1",
+		hex:   "070000020601",
+		frame: framing.Frame{Header: hdr(framing.TypeSettings, 0, 0, 2), Settings: framing.Settings{RetryAfter: 1}},
+	},
+	{
+		name:  "RESET with RETRY_AFTER, stream 1, REFUSED_STREAM, retry after 250 ms",
+		hex:   "030101030540fa",
+		frame: framing.Frame{Header: hdr(framing.TypeReset, framing.FlagRetryAfter, 1, 3), ErrorCode: framing.RefusedStream, RetryAfter: 250},
+	},
+	{
 		name:  "SETTINGS empty (all defaults)",
 		hex:   "07000000",
 		frame: framing.Frame{Header: hdr(framing.TypeSettings, 0, 0, 0)},
@@ -229,6 +239,8 @@ var badVectors = []struct {
 	{"WINDOW_UPDATE with a trailing byte", "01000103050000", framing.ErrMalformed, framing.ProtocolError},
 	{"WINDOW_UPDATE with a truncated varint", "0100010140", framing.ErrMalformed, framing.ProtocolError},
 	{"RESET with a trailing byte", "030001020600", framing.ErrMalformed, framing.ProtocolError},
+	{"RESET with RETRY_AFTER and no hint", "0301010105", framing.ErrMalformed, framing.ProtocolError},
+	{"SETTINGS_RETRY_AFTER 2", "070000020602", framing.ErrMalformed, framing.SettingsError},
 	{"PING with 7 bytes", "0500000701020304050607", framing.ErrMalformed, framing.ProtocolError},
 	{"GOAWAY without Error Code", "0600000107", framing.ErrMalformed, framing.ProtocolError},
 	{"SETTINGS with an Identifier and no Value", "0700000101", framing.ErrMalformed, framing.ProtocolError},
