@@ -28,6 +28,7 @@ type timing struct {
 	warm, measure                             time.Duration // loopback cases
 	rttRun, rttSkip, rttFinal                 time.Duration // rtt50-1 and loss-8
 	holWarm, holRun                           time.Duration // hol-latency
+	lossRun                                   time.Duration // loss-8 (skips rttSkip)
 	resumeFlow, resumePause, resume           time.Duration // resume-latency
 	stallFlow, stallHold                      time.Duration // memory-under-stall
 	idleStreams                               int
@@ -41,10 +42,10 @@ func (t *timing) setReps(n int) {
 
 var fullTiming = timing{
 	reps: 5, tcpReps: 5, rttReps: 3, holReps: 2, lossReps: 2,
-	stallReps: 3, resumeReps: 2, memReps: 2, idleReps: 2,
+	stallReps: 2, resumeReps: 2, memReps: 2, idleReps: 2,
 	warm: 400 * time.Millisecond, measure: 1200 * time.Millisecond,
 	rttRun: 3 * time.Second, rttSkip: time.Second, rttFinal: time.Second,
-	holWarm: time.Second, holRun: 5 * time.Second,
+	holWarm: time.Second, holRun: 5 * time.Second, lossRun: 5 * time.Second,
 	resumeFlow: time.Second, resumePause: 1500 * time.Millisecond, resume: 500 * time.Millisecond,
 	stallFlow: 500 * time.Millisecond, stallHold: 1500 * time.Millisecond,
 	idleStreams: 10000,
@@ -55,7 +56,7 @@ var quickTiming = timing{
 	stallReps: 1, resumeReps: 1, memReps: 1, idleReps: 1,
 	warm: 250 * time.Millisecond, measure: 500 * time.Millisecond,
 	rttRun: 1500 * time.Millisecond, rttSkip: 750 * time.Millisecond, rttFinal: 500 * time.Millisecond,
-	holWarm: 500 * time.Millisecond, holRun: 2 * time.Second,
+	holWarm: 500 * time.Millisecond, holRun: 2 * time.Second, lossRun: 1500 * time.Millisecond,
 	resumeFlow: 600 * time.Millisecond, resumePause: time.Second, resume: 300 * time.Millisecond,
 	stallFlow: 300 * time.Millisecond, stallHold: 700 * time.Millisecond,
 	idleStreams: 10000,
@@ -564,12 +565,12 @@ func runHOL(r *runner, im impl) error {
 func runLoss8(r *runner, im impl) error {
 	t := r.t
 	snap := r.linkSnap()
-	o, err := r.measure(im, plan{streams: 8, path: r.linkPathFor(rttRateMbit, lossRate), dur: t.rttRun})
+	o, err := r.measure(im, plan{streams: 8, path: r.linkPathFor(rttRateMbit, lossRate), dur: t.lossRun})
 	if err != nil {
 		return err
 	}
 	r.noteLink("loss-8", im, snap)
-	end := o.t0 + int64(t.rttRun)
+	end := o.t0 + int64(t.lossRun)
 	per := make([]float64, len(o.replies))
 	sum := 0.0
 	for i, rp := range o.replies {

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -165,6 +166,7 @@ func main() {
 func run() error {
 	quick := flag.Bool("quick", false, "short run (about a minute)")
 	asJSON := flag.Bool("json", false, "print one JSON object per result line instead of a table")
+	jsonOut := flag.String("json-out", "", "also write the JSON lines to this file (with the table on stdout)")
 	caseList := flag.String("cases", "", "comma-separated cases to run (default all)")
 	implList := flag.String("impls", "", "comma-separated implementations (default all)")
 	reps := flag.Int("reps", 0, "repetitions per case (default 5, 1 with -quick; rtt cases fewer)")
@@ -296,8 +298,8 @@ func run() error {
 		}
 	}
 	goals := r.goals()
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
+	writeJSON := func(w io.Writer) {
+		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
 		for _, k := range r.order {
 			enc.Encode(result{Case: k.c, Impl: k.impl, Metric: k.metric, Value: median(r.vals(k)), Unit: units[k.metric]})
@@ -307,6 +309,19 @@ func run() error {
 				enc.Encode(rec)
 			}
 		}
+	}
+	if *jsonOut != "" {
+		f, err := os.Create(*jsonOut)
+		if err != nil {
+			return err
+		}
+		writeJSON(f)
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		writeJSON(os.Stdout)
 		return nil
 	}
 	printTable(r, shown, selImpls, goals)
