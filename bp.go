@@ -5,7 +5,8 @@
 //
 // Dial and Listen are the shortest way in: they run a bp/1 session over
 // quic-go with QUIC sized so that bp/1's windows govern. ListenConfig sets
-// the listener-wide limits. The pieces are in the sub-packages: framing
+// the listener-wide limits (caps and a rate of new sessions), DialConfig a
+// client's retries. The pieces are in the sub-packages: framing
 // (the wire format), window (flow-control logic), mux (sessions and
 // streams), transport (connection bindings and TLS helpers). SPEC.md
 // describes the protocol.
@@ -36,9 +37,15 @@ var ErrInvalidArgument = errors.New("bp: invalid argument")
 //
 // QUIC's idle timeout is cfg's DeadPeerTimeout, so that a vanished server
 // ends the session within it, with an error matching
-// mux.ErrPeerUnreachable. A server over its session cap refuses the
-// connection: the error matches transport.ErrConnRefused.
+// mux.ErrPeerUnreachable. A server over its session cap or rate refuses
+// the connection: the error matches transport.ErrConnRefused. Dial makes
+// one attempt; DialConfig.Retry makes it try again with backoff.
 func Dial(ctx context.Context, addr string, tlsConf *tls.Config, cfg *mux.Config) (*mux.Session, error) {
+	return dial1(ctx, addr, tlsConf, cfg)
+}
+
+// dial1 is one attempt of Dial.
+func dial1(ctx context.Context, addr string, tlsConf *tls.Config, cfg *mux.Config) (*mux.Session, error) {
 	if cfg != nil { // validate before dialling
 		if err := cfg.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)

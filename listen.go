@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"math"
 	"net"
 	"time"
 
@@ -19,6 +20,20 @@ const (
 	// DefaultIdleSessionTimeout is the default
 	// ListenConfig.IdleSessionTimeout.
 	DefaultIdleSessionTimeout = 5 * time.Minute
+	// DefaultSessionRate is the default ListenConfig.SessionRate, in new
+	// sessions per second. It is a ceiling on what a flood of new
+	// connections can make the listener spend on handshakes, set well
+	// above what a service sees from honest clients: a QUIC handshake
+	// costs the server about a millisecond of CPU, so 500 a second keep a
+	// core at most about half busy with them, while MaxHandshakes and
+	// MaxSessions still bound the memory.
+	DefaultSessionRate = 500
+	// DefaultSessionBurst is the default ListenConfig.SessionBurst: a
+	// second's worth of DefaultSessionRate, more than MaxHandshakes
+	// (DefaultMaxHandshakes), so that a crowd of clients reconnecting at
+	// once (after a restart, say) meets the handshake cap, which makes it
+	// wait, before the rate, which refuses it.
+	DefaultSessionBurst = 500
 )
 
 // ListenConfig holds the options of a bp/1 listener, in the spirit of
@@ -36,6 +51,20 @@ const (
 // A connection over a cap is refused with QUIC's CONNECTION_REFUSED
 // before quic-go builds any state for it, and the client's Dial fails
 // with an error matching transport.ErrConnRefused.
+//
+// The rate of new sessions is bounded too: a token bucket per listener
+// (SessionRate, SessionBurst) admits each new connection that is under
+// the caps only if it finds a token, and refuses the others just as
+// cheaply, counting them in ListenerStats.RefusedRate. None of the
+// bindings can tell the client when to come back without first paying
+// for the handshake the bucket exists to avoid: QUIC's CONNECTION_REFUSED
+// is sent before any state exists and has no reason phrase, and over TCP
+// the refusal is a reset before TLS. The client's Dial fails with
+// transport.ErrConnRefused and no retry-after hint, and a client backs
+// off by its own policy: see DialConfig.Retry. (Over TransportXQUIC,
+// where x/net/quic gives no hook before the handshake, refusals of every
+// kind come only after it, as a session closed by the server with a
+// reason; the rate's reason says when to retry, as text.)
 type ListenConfig struct {
 	// Session configures every accepted session; nil means the defaults.
 	// QUIC's idle timeout is its DeadPeerTimeout, as with Dial.
@@ -55,6 +84,21 @@ type ListenConfig struct {
 	// when that is zero. Default DefaultIdleSessionTimeout (5 minutes);
 	// negative disables it.
 	IdleSessionTimeout time.Duration
+	// SessionRate is the number of new sessions a second the listener
+	// admits on average, counted from a connection's first packet: each
+	// new connection under the caps takes a token from a bucket that
+	// refills at this rate and holds up to SessionBurst. A connection
+	// that finds the bucket empty is refused the way the caps refuse
+	// one, before any state is built for it. A refused attempt takes no
+	// token, so clients that keep knocking do not push out the rest.
+	// Default DefaultSessionRate (500); negative means no rate limit.
+	SessionRate float64
+	// SessionBurst is how many new sessions the listener admits at once
+	// after a quiet spell, on top of SessionRate. Zero means
+	// DefaultSessionBurst (500) when SessionRate is zero too, and one
+	// second's worth of SessionRate (at least 1) when SessionRate is set.
+	// It must not be negative.
+	SessionBurst int
 }
 
 // Listener accepts bp/1 sessions.
@@ -75,6 +119,10 @@ type ListenerStats struct {
 	// MaxSessions or MaxHandshakes, or after Close. It counts QUIC Initial
 	// packets: a client whose first flight takes two counts twice.
 	Refused uint64
+	// RefusedRate is the number of connection attempts refused so far
+	// over SessionRate, counted as Refused is and apart from it: Refused
+	// plus RefusedRate is every refusal.
+	RefusedRate uint64
 }
 
 // Listen listens for bp/1 sessions on the UDP address addr with the
@@ -103,7 +151,12 @@ func (lc ListenConfig) Listen(addr string, tlsConf *tls.Config) (*Listener, erro
 	if err := sess.Validate(); err != nil { // before binding the port
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
+	rate, burst, err := lc.sessionRate()
+	if err != nil {
+		return nil, err
+	}
 	qc := quicConfig(&sess)
+	qc.SessionRate, qc.SessionBurst = rate, burst
 	qc.MaxConns = limit(lc.MaxSessions, DefaultMaxSessions)
 	qc.MaxHandshakes = limit(lc.MaxHandshakes, DefaultMaxHandshakes)
 	if qc.MaxConns > 0 && (qc.MaxHandshakes == 0 || qc.MaxHandshakes > qc.MaxConns) {
@@ -132,6 +185,26 @@ func limit(v, def int) int {
 	return v
 }
 
+// sessionRate turns SessionRate and SessionBurst into the transport's
+// (zero rate: no limit).
+func (lc ListenConfig) sessionRate() (float64, int, error) {
+	rate, burst := lc.SessionRate, lc.SessionBurst
+	switch {
+	case math.IsNaN(rate) || math.IsInf(rate, 0):
+		return 0, 0, fmt.Errorf("%w: ListenConfig.SessionRate %v is not a finite number", ErrInvalidArgument, rate)
+	case burst < 0:
+		return 0, 0, fmt.Errorf("%w: ListenConfig.SessionBurst %d is negative", ErrInvalidArgument, burst)
+	case rate < 0:
+		return 0, 0, nil
+	case rate == 0:
+		rate = DefaultSessionRate
+		if burst == 0 {
+			burst = DefaultSessionBurst
+		}
+	}
+	return rate, burst, nil // a zero burst: the transport's second of rate
+}
+
 // Accept waits for the next session. A session counts toward the
 // listener's caps until its Done channel closes.
 func (l *Listener) Accept(ctx context.Context) (*mux.Session, error) {
@@ -153,7 +226,7 @@ func (l *Listener) Accept(ctx context.Context) (*mux.Session, error) {
 // Stats returns the listener's counts.
 func (l *Listener) Stats() ListenerStats {
 	s := l.ln.Stats()
-	return ListenerStats{Sessions: s.Accepted, Handshaking: s.Handshaking, Refused: s.Refused}
+	return ListenerStats{Sessions: s.Accepted, Handshaking: s.Handshaking, Refused: s.Refused, RefusedRate: s.RefusedRate}
 }
 
 // Sessions returns the number of accepted sessions that have not ended.

@@ -51,6 +51,19 @@ type QUICConfig struct {
 	// packets cannot take the other half; at the cap, new connections are
 	// refused like those over MaxConns. Zero means no cap.
 	MaxHandshakes int
+	// SessionRate (listeners only) is the number of new connections a
+	// second the listener admits, on average: a token bucket that holds
+	// up to SessionBurst tokens, each new connection under the caps
+	// taking one. A connection that finds none is refused like one over
+	// MaxConns, before quic-go builds any state for it, and counted in
+	// ListenerStats.RefusedRate. QUIC's CONNECTION_REFUSED carries no
+	// reason and so no retry-after hint: the client sees ErrConnRefused
+	// and must back off by its own policy. Zero means no rate limit.
+	SessionRate float64
+	// SessionBurst (listeners only) is how many new connections the
+	// listener admits at once, above SessionRate, after a quiet spell.
+	// Zero means one second's worth of SessionRate (at least 1).
+	SessionBurst int
 	// QlogDir, if set, makes QUIC write a qlog trace of every connection
 	// into this directory (created if missing), one JSON-SEQ file named
 	// <odcid>_<client|server>.sqlog per connection; the bp/1 session adds
@@ -76,6 +89,9 @@ func (c QUICConfig) validate() error {
 		return fmt.Errorf("transport: QUICConfig.MaxConns %d is negative", c.MaxConns)
 	case c.MaxHandshakes < 0:
 		return fmt.Errorf("transport: QUICConfig.MaxHandshakes %d is negative", c.MaxHandshakes)
+	}
+	if err := validateRate("QUICConfig", c.SessionRate, c.SessionBurst); err != nil {
+		return err
 	}
 	if fi, err := os.Stat(c.QlogDir); c.QlogDir != "" && err == nil && !fi.IsDir() {
 		return fmt.Errorf("transport: QUICConfig.QlogDir %s is not a directory", c.QlogDir)
@@ -160,7 +176,8 @@ func withALPN(conf *tls.Config) *tls.Config {
 // ListenQUIC listens for bp/1 sessions over QUIC on the UDP address addr.
 // tlsConf must not be nil and must carry a certificate (see
 // ServerConfig). cfg.MaxConns and cfg.MaxHandshakes bound what the
-// listener holds; Stats counts it.
+// listener holds, cfg.SessionRate and cfg.SessionBurst how fast it takes
+// new connections in; Stats counts it.
 func ListenQUIC(addr string, tlsConf *tls.Config, cfg QUICConfig) (*QUICListener, error) {
 	if err := checkTLS(tlsConf, true); err != nil {
 		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
@@ -176,7 +193,13 @@ func ListenQUIC(addr string, tlsConf *tls.Config, cfg QUICConfig) (*QUICListener
 	if err != nil {
 		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
 	}
-	ql := &QUICListener{udp: udp, maxConns: cfg.MaxConns, maxPending: cfg.MaxHandshakes}
+	ql := &QUICListener{
+		udp:        udp,
+		maxConns:   cfg.MaxConns,
+		maxPending: cfg.MaxHandshakes,
+		rate:       newAdmission(cfg.SessionRate, cfg.SessionBurst),
+		now:        time.Now,
+	}
 	ql.closing, ql.stopAccepts = context.WithCancel(context.Background())
 	ql.tr = &quic.Transport{
 		Conn:                udp,
@@ -194,13 +217,15 @@ func ListenQUIC(addr string, tlsConf *tls.Config, cfg QUICConfig) (*QUICListener
 }
 
 // QUICListener is a Listener for bp/1 over QUIC that bounds and counts the
-// connections it holds (QUICConfig.MaxConns, QUICConfig.MaxHandshakes).
+// connections it holds (QUICConfig.MaxConns, QUICConfig.MaxHandshakes)
+// and the rate at which it takes new ones in (QUICConfig.SessionRate).
 type QUICListener struct {
 	l          *quic.Listener
 	tr         *quic.Transport
 	udp        *net.UDPConn
 	maxConns   int
 	maxPending int
+	now        func() time.Time // the admission bucket's clock
 	closeOnce  sync.Once
 	// closing ends when Close is called: it wakes Accept callers, while
 	// the quic-go listener itself stays open until the last connection
@@ -213,6 +238,8 @@ type QUICListener struct {
 	pending  int    // admitted, not yet returned by Accept
 	accepted int    // returned by Accept, not yet closed
 	refused  uint64 // refused at a cap or after Close
+	rate     admission
+	refusedR uint64 // refused by rate
 	closed   bool
 }
 
@@ -230,6 +257,11 @@ type ListenerStats struct {
 	// cap or after Close. It counts Initial packets: a client whose first
 	// flight takes two packets counts twice.
 	Refused uint64
+	// RefusedRate is the number of connection attempts refused so far
+	// because they came faster than the listener's SessionRate, counted
+	// as Refused is and apart from it: Refused + RefusedRate is every
+	// refusal.
+	RefusedRate uint64
 }
 
 // connState is a connection's place in the listener's counts, guarded by
@@ -249,6 +281,10 @@ func (l *QUICListener) admit(ctx context.Context, _ *quic.ClientInfo) (context.C
 	defer l.mu.Unlock()
 	if l.closed || (l.maxConns > 0 && l.pending+l.accepted >= l.maxConns) || (l.maxPending > 0 && l.pending >= l.maxPending) {
 		l.refused++
+		return nil, errRefused
+	}
+	if ok, _ := l.rate.admit(l.now()); !ok {
+		l.refusedR++ // CONNECTION_REFUSED has no room for the wait
 		return nil, errRefused
 	}
 	l.pending++
@@ -324,7 +360,7 @@ func (l *QUICListener) Accept(ctx context.Context) (Conn, error) {
 func (l *QUICListener) Stats() ListenerStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return ListenerStats{Handshaking: l.pending, Accepted: l.accepted, Refused: l.refused}
+	return ListenerStats{Handshaking: l.pending, Accepted: l.accepted, Refused: l.refused, RefusedRate: l.refusedR}
 }
 
 // Close stops listening: Accept returns net.ErrClosed, new connections

@@ -69,13 +69,26 @@ type TCPConfig struct {
 	// 32). Over it, new connections are refused like those over MaxConns.
 	// Zero means no cap.
 	MaxHandshakes int
+	// SessionRate (listeners only) is the number of new connections a
+	// second the listener admits, on average: a token bucket that holds
+	// up to SessionBurst tokens, each new connection under the caps
+	// taking one. A connection that finds none is reset before the TLS
+	// handshake, like one over MaxConns, and counted in
+	// ListenerStats.RefusedRate. A reset carries nothing, so there is no
+	// retry-after hint: the client sees ErrConnRefused and must back off
+	// by its own policy. Zero means no rate limit.
+	SessionRate float64
+	// SessionBurst (listeners only) is how many new connections the
+	// listener admits at once, above SessionRate, after a quiet spell.
+	// Zero means one second's worth of SessionRate (at least 1).
+	SessionBurst int
 }
 
 // TCPConfig returns the TCP binding's configuration that matches c, as
 // XQUICConfig does for x/net/quic: lane and connection buffers that hold
 // what bp/1's window and budget allow (as QUIC's windows do, with the
 // same slack), c's lane limit, idle and handshake timeouts, and listener
-// caps.
+// caps and rate.
 func (c QUICConfig) TCPConfig() TCPConfig {
 	q := c.quicConfig()
 	return TCPConfig{
@@ -86,6 +99,8 @@ func (c QUICConfig) TCPConfig() TCPConfig {
 		HandshakeTimeout: q.HandshakeIdleTimeout,
 		MaxConns:         c.MaxConns,
 		MaxHandshakes:    c.MaxHandshakes,
+		SessionRate:      c.SessionRate,
+		SessionBurst:     c.SessionBurst,
 	}
 }
 
@@ -121,7 +136,7 @@ func (c TCPConfig) validate() error {
 	case c.MaxHandshakes < 0:
 		return fmt.Errorf("transport: TCPConfig.MaxHandshakes %d is negative", c.MaxHandshakes)
 	}
-	return nil
+	return validateRate("TCPConfig", c.SessionRate, c.SessionBurst)
 }
 
 // tcpSettings is a TCPConfig with its defaults filled in.
@@ -242,8 +257,9 @@ func dialError(ctx, hctx context.Context, err error) error {
 // ListenTCP listens for bp/1 sessions over TLS 1.3 on the TCP address
 // addr. tlsConf must not be nil and must carry a certificate (see
 // ServerConfig); a client that does not negotiate bp/1 is turned away.
-// cfg.MaxConns and cfg.MaxHandshakes bound what the listener holds; Stats
-// counts it.
+// cfg.MaxConns and cfg.MaxHandshakes bound what the listener holds,
+// cfg.SessionRate and cfg.SessionBurst how fast it takes new connections
+// in; Stats counts it.
 func ListenTCP(addr string, tlsConf *tls.Config, cfg TCPConfig) (*TCPListener, error) {
 	if err := checkTLS(tlsConf, true); err != nil {
 		return nil, fmt.Errorf("transport: listen %s: %w", addr, err)
@@ -261,6 +277,8 @@ func ListenTCP(addr string, tlsConf *tls.Config, cfg TCPConfig) (*TCPListener, e
 		set:        cfg.settings(),
 		maxConns:   cfg.MaxConns,
 		maxPending: cfg.MaxHandshakes,
+		rate:       newAdmission(cfg.SessionRate, cfg.SessionBurst),
+		now:        time.Now,
 		queue:      make(chan *tcpConn, tcpAcceptQueue),
 		closing:    make(chan struct{}),
 		shaking:    make(map[net.Conn]struct{}),
@@ -271,20 +289,24 @@ func ListenTCP(addr string, tlsConf *tls.Config, cfg TCPConfig) (*TCPListener, e
 
 // TCPListener is a Listener for bp/1 over TLS and TCP that bounds and
 // counts the connections it holds (TCPConfig.MaxConns,
-// TCPConfig.MaxHandshakes).
+// TCPConfig.MaxHandshakes) and limits the rate at which it takes new ones
+// in (TCPConfig.SessionRate).
 type TCPListener struct {
 	ln         net.Listener
 	conf       *tls.Config
 	set        tcpSettings
 	maxConns   int
 	maxPending int
-	queue      chan *tcpConn // handshaken, waiting for Accept
-	closing    chan struct{} // closed by Close
+	now        func() time.Time // the admission bucket's clock
+	queue      chan *tcpConn    // handshaken, waiting for Accept
+	closing    chan struct{}    // closed by Close
 
 	mu       sync.Mutex
 	pending  int                   // admitted, not yet returned by Accept
 	accepted int                   // returned by Accept, not yet closed
 	refused  uint64                // refused at a cap or after Close
+	rate     admission             // new connections a second
+	refusedR uint64                // refused by rate
 	closed   bool                  // Close was called
 	shaking  map[net.Conn]struct{} // in the TLS handshake
 }
@@ -327,13 +349,17 @@ func resetConn(raw net.Conn) {
 	raw.Close()
 }
 
-// admit counts a new TCP connection in, or refuses it over a cap or after
-// Close.
+// admit counts a new TCP connection in, or refuses it over a cap, over
+// the rate or after Close.
 func (l *TCPListener) admit(raw net.Conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed || (l.maxConns > 0 && l.pending+l.accepted >= l.maxConns) || (l.maxPending > 0 && l.pending >= l.maxPending) {
 		l.refused++
+		return false
+	}
+	if ok, _ := l.rate.admit(l.now()); !ok {
+		l.refusedR++ // a reset has no room for the wait
 		return false
 	}
 	l.pending++
@@ -438,7 +464,7 @@ func (l *TCPListener) Accept(ctx context.Context) (Conn, error) {
 func (l *TCPListener) Stats() ListenerStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return ListenerStats{Handshaking: l.pending, Accepted: l.accepted, Refused: l.refused}
+	return ListenerStats{Handshaking: l.pending, Accepted: l.accepted, Refused: l.refused, RefusedRate: l.refusedR}
 }
 
 // Close stops listening: Accept returns net.ErrClosed, the TCP listener

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	xquic "golang.org/x/net/quic"
 )
@@ -39,6 +40,15 @@ const xquicAcceptQueue = 32
 //     client must first prove its address with a QUIC Retry (x/net/quic
 //     has no threshold for that), which costs a round trip and keeps
 //     spoofed packets from starting handshakes.
+//   - QUICConfig.SessionRate and SessionBurst are checked at the same
+//     point, once the handshake is complete, so they bound the sessions
+//     handed on, not the handshakes' CPU. A connection over the rate is
+//     closed as above, with a reason that gives the rate and when the next
+//     connection would be admitted ("retry after 20ms"), and counted in
+//     ListenerStats.RefusedRate. The reason is text for people and logs:
+//     the client's Dial has already succeeded by then, and its session
+//     ends with an *ApplicationError holding the reason, not an error
+//     with a RetryAfter method.
 //
 // x/net/quic is not ready for production use (its package says so), and
 // it slows down badly when packets are reordered.
@@ -78,6 +88,9 @@ func ListenXQUIC(addr string, tlsConf *tls.Config, cfg QUICConfig) (*XQUICListen
 		ep:       ep,
 		addr:     udp.LocalAddr(),
 		maxConns: cfg.MaxConns,
+		rate:     newAdmission(cfg.SessionRate, cfg.SessionBurst),
+		rateCfg:  cfg.SessionRate,
+		now:      time.Now,
 		queue:    make(chan xquicQueued, queue),
 		closing:  make(chan struct{}),
 		pumped:   make(chan struct{}),
@@ -93,6 +106,8 @@ type XQUICListener struct {
 	ep       *xquic.Endpoint
 	addr     net.Addr
 	maxConns int
+	rateCfg  float64          // QUICConfig.SessionRate, for the reason
+	now      func() time.Time // the admission bucket's clock
 	queue    chan xquicQueued // established, waiting for Accept
 	closing  chan struct{}    // closed by Close
 	pumped   chan struct{}    // closed when pump returns
@@ -101,6 +116,8 @@ type XQUICListener struct {
 	pending   int    // in queue
 	accepted  int    // returned by Accept, not yet ended
 	refused   uint64 // closed at a cap or after Close
+	rate      admission
+	refusedR  uint64 // closed over the rate
 	closed    bool
 	closeOnce sync.Once
 }
@@ -129,6 +146,7 @@ func (l *XQUICListener) pump() {
 		c := newXQUICConn(qc, nil, l.addr, false, func() { l.release(st) })
 		l.mu.Lock()
 		reason := ""
+		overRate := false
 		switch {
 		case st.closed: // it ended already
 			l.mu.Unlock()
@@ -137,18 +155,24 @@ func (l *XQUICListener) pump() {
 			reason = "listener closed"
 		case l.maxConns > 0 && l.pending+l.accepted >= l.maxConns:
 			reason = fmt.Sprintf("connection refused: listener at its cap of %d connections", l.maxConns)
+		case len(l.queue) == cap(l.queue): // only pump sends: no race
+			reason = fmt.Sprintf("connection refused: %d connections already wait to be accepted", cap(l.queue))
 		default:
-			select {
-			case l.queue <- xquicQueued{c, st}:
-				st.counted = true
-				l.pending++
-			default:
-				reason = fmt.Sprintf("connection refused: %d connections already wait to be accepted", cap(l.queue))
+			if ok, wait := l.rate.admit(l.now()); !ok {
+				reason, overRate = rateReason(l.rateCfg, wait), true
+				break
 			}
+			l.queue <- xquicQueued{c, st} // room, checked above
+			st.counted = true
+			l.pending++
 		}
-		if reason != "" {
-			l.refused++
+		switch {
+		case overRate:
+			l.refusedR++
 			st.closed = true // never counted
+		case reason != "":
+			l.refused++
+			st.closed = true
 		}
 		l.mu.Unlock()
 		if reason != "" {
@@ -228,7 +252,7 @@ func (l *XQUICListener) take(st *xquicState) bool {
 func (l *XQUICListener) Stats() ListenerStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return ListenerStats{Handshaking: l.pending, Accepted: l.accepted, Refused: l.refused}
+	return ListenerStats{Handshaking: l.pending, Accepted: l.accepted, Refused: l.refused, RefusedRate: l.refusedR}
 }
 
 // Close stops listening: Accept returns net.ErrClosed, connections

@@ -1,0 +1,122 @@
+package transport
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestAdmission runs the token bucket through sequences of calls at given
+// offsets from a fixed start, checking each verdict and wait.
+func TestAdmission(t *testing.T) {
+	type call struct {
+		at   time.Duration // since start
+		ok   bool
+		wait time.Duration // when !ok
+	}
+	tests := []struct {
+		name  string
+		rate  float64
+		burst int
+		calls []call
+	}{
+		{"no limit", 0, 0, []call{{0, true, 0}, {0, true, 0}, {0, true, 0}, {0, true, 0}}},
+		{"burst then refused", 10, 3, []call{
+			{0, true, 0}, {0, true, 0}, {0, true, 0},
+			{0, false, 100 * time.Millisecond},
+			{50 * time.Millisecond, false, 50 * time.Millisecond}, // half a token back
+			{100 * time.Millisecond, true, 0},                     // a whole one
+			{100 * time.Millisecond, false, 100 * time.Millisecond},
+		}},
+		{"refusals take nothing", 10, 1, []call{
+			{0, true, 0},
+			{10 * time.Millisecond, false, 90 * time.Millisecond},
+			{20 * time.Millisecond, false, 80 * time.Millisecond},
+			{30 * time.Millisecond, false, 70 * time.Millisecond},
+			{100 * time.Millisecond, true, 0},
+		}},
+		{"refills no further than the burst", 100, 2, []call{
+			{0, true, 0}, {0, true, 0},
+			{time.Hour, true, 0}, {time.Hour, true, 0},
+			{time.Hour, false, 10 * time.Millisecond},
+		}},
+		{"default burst is one second of rate", 4, 0, []call{
+			{0, true, 0}, {0, true, 0}, {0, true, 0}, {0, true, 0},
+			{0, false, 250 * time.Millisecond},
+		}},
+		{"slow rate, burst of one", 0.5, 0, []call{
+			{0, true, 0},
+			{time.Second, false, time.Second},
+			{2 * time.Second, true, 0},
+		}},
+		{"fractional rate rounds the default burst up", 1.5, 0, []call{
+			{0, true, 0}, {0, true, 0},
+			{0, false, time.Second * 2 / 3},
+		}},
+		{"clock going backwards adds nothing", 10, 1, []call{
+			{time.Second, true, 0},
+			{0, false, 100 * time.Millisecond},
+			{time.Second + 100*time.Millisecond, true, 0},
+		}},
+		{"steady rate admits every arrival", 10, 1, []call{
+			{0, true, 0}, {100 * time.Millisecond, true, 0}, {200 * time.Millisecond, true, 0},
+			{300 * time.Millisecond, true, 0}, {400 * time.Millisecond, true, 0},
+		}},
+	}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAdmission(tt.rate, tt.burst)
+			for i, c := range tt.calls {
+				ok, wait := a.admit(start.Add(c.at))
+				require.Equal(t, c.ok, ok, "call %d at %v", i, c.at)
+				if c.ok {
+					assert.Zero(t, wait, "call %d", i)
+				} else {
+					assert.InDelta(t, float64(c.wait), float64(wait), float64(time.Microsecond), "call %d: wait %v", i, wait)
+				}
+			}
+		})
+	}
+}
+
+// TestAdmissionRateOverTime: driven by a fake clock at many times its
+// rate for ten seconds, the bucket admits the burst plus rate per second,
+// and no more.
+func TestAdmissionRateOverTime(t *testing.T) {
+	const rate, burst = 50.0, 10
+	a := newAdmission(rate, burst)
+	start := time.Unix(0, 0)
+	admitted := 0
+	for i := range 100_000 { // one call every 100 µs for 10 s
+		if ok, _ := a.admit(start.Add(time.Duration(i) * 100 * time.Microsecond)); ok {
+			admitted++
+		}
+	}
+	assert.InDelta(t, burst+10*rate, admitted, 1)
+}
+
+func TestValidateRate(t *testing.T) {
+	tests := []struct {
+		rate  float64
+		burst int
+		ok    bool
+	}{
+		{0, 0, true},
+		{100, 0, true},
+		{0.1, 5, true},
+		{-1, 0, false},
+		{1, -1, false},
+		{math.NaN(), 0, false},
+		{math.Inf(1), 0, false},
+	}
+	for _, tt := range tests {
+		err := validateRate("QUICConfig", tt.rate, tt.burst)
+		assert.Equal(t, tt.ok, err == nil, "rate %v burst %d: %v", tt.rate, tt.burst, err)
+		assert.Equal(t, tt.ok, QUICConfig{SessionRate: tt.rate, SessionBurst: tt.burst}.validate() == nil)
+		assert.Equal(t, tt.ok, TCPConfig{SessionRate: tt.rate, SessionBurst: tt.burst}.validate() == nil)
+	}
+}
