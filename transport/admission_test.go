@@ -1,7 +1,9 @@
 package transport
 
 import (
+	"context"
 	"math"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,5 +120,86 @@ func TestValidateRate(t *testing.T) {
 		assert.Equal(t, tt.ok, err == nil, "rate %v burst %d: %v", tt.rate, tt.burst, err)
 		assert.Equal(t, tt.ok, QUICConfig{SessionRate: tt.rate, SessionBurst: tt.burst}.validate() == nil)
 		assert.Equal(t, tt.ok, TCPConfig{SessionRate: tt.rate, SessionBurst: tt.burst}.validate() == nil)
+	}
+}
+
+// fakeNow is a clock that moves only when told to.
+type fakeNow struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (f *fakeNow) now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.t
+}
+
+func (f *fakeNow) advance(d time.Duration) {
+	f.mu.Lock()
+	f.t = f.t.Add(d)
+	f.mu.Unlock()
+}
+
+// TestListenerRateClock: the quic-go and TCP listeners take their
+// bucket's time from their clock: with a clock that stands still, a
+// burst of 2 admits two connections and refuses the third (counted in
+// RefusedRate, not Refused); once the clock moves on by one token's
+// worth, one more gets in.
+func TestListenerRateClock(t *testing.T) {
+	cert, err := SelfSigned("127.0.0.1")
+	require.NoError(t, err)
+	conf, err := PinnedClientConfig(Fingerprint(cert.Certificate[0]))
+	require.NoError(t, err)
+	type setup struct {
+		ln   interface {
+			Listener
+			Stats() ListenerStats
+		}
+		dial func(ctx context.Context, addr string) (Conn, error)
+	}
+	for name, open := range map[string]func(t *testing.T, clock *fakeNow) setup{
+		"quic": func(t *testing.T, clock *fakeNow) setup {
+			ln, err := ListenQUIC("127.0.0.1:0", ServerConfig(cert), QUICConfig{SessionRate: 1, SessionBurst: 2})
+			require.NoError(t, err)
+			ln.mu.Lock()
+			ln.now = clock.now
+			ln.mu.Unlock()
+			return setup{ln, func(ctx context.Context, addr string) (Conn, error) { return DialQUIC(ctx, addr, conf, QUICConfig{}) }}
+		},
+		"tcp": func(t *testing.T, clock *fakeNow) setup {
+			ln, err := ListenTCP("127.0.0.1:0", ServerConfig(cert), TCPConfig{SessionRate: 1, SessionBurst: 2})
+			require.NoError(t, err)
+			ln.mu.Lock()
+			ln.now = clock.now
+			ln.mu.Unlock()
+			return setup{ln, func(ctx context.Context, addr string) (Conn, error) { return DialTCP(ctx, addr, conf, TCPConfig{}) }}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			clock := &fakeNow{t: time.Unix(1000, 0)}
+			s := open(t, clock)
+			defer s.ln.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			addr := s.ln.Addr().String()
+			for i := range 2 {
+				c, err := s.dial(ctx, addr)
+				require.NoError(t, err, "connection %d of the burst", i)
+				defer c.CloseWithError(0, "")
+			}
+			_, err := s.dial(ctx, addr)
+			require.ErrorIs(t, err, ErrConnRefused)
+			st := s.ln.Stats()
+			assert.Positive(t, st.RefusedRate)
+			assert.Zero(t, st.Refused)
+
+			clock.advance(time.Second)
+			c, err := s.dial(ctx, addr)
+			require.NoError(t, err, "a token came back")
+			defer c.CloseWithError(0, "")
+			_, err = s.dial(ctx, addr)
+			require.ErrorIs(t, err, ErrConnRefused, "and only one")
+		})
 	}
 }
