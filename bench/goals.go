@@ -179,6 +179,7 @@ func (r *runner) goals() []goalResult {
 	}
 
 	tcpPeers := []string{"yamux", "smux", "http2"}
+	holTCP := []string{"yamux", "smux", "http2", "ours-tcp"}
 	ratio("loopback-1", "throughput", "ours", []string{"quic-go"}, ">=", 0.95)
 	ratio("loopback-8", "throughput", "ours", []string{"quic-go"}, ">=", 0.95)
 	value("loopback-8", "jain", "ours", ">=", 0.98)
@@ -192,7 +193,35 @@ func (r *runner) goals() []goalResult {
 	ratio("rtt50-1", "throughput", "ours", []string{"http2"}, ">=", 2.5)
 	diff("rtt50-1", "time_to_90", "ours", "quic-go-large", 0.25)
 	diff("rtt50-1", "time_to_90", "ours", "quic-go", 0.25)
-	ratio("hol-latency", "p99_ms", "ours", []string{"yamux", "smux", "http2", "ours-tcp"}, "<=", 0.5)
+	ratio("hol-latency", "p99_ms", "ours", holTCP, "<=", 0.5)
+	// A repetition holds 100-odd round trips for QUIC and fewer for TCP,
+	// so its p99 is one of its two or three slowest: the tail is better
+	// read from every round trip of the run, pooled over the repetitions.
+	if pool := r.holPool["ours"]; len(pool) > 0 {
+		pooled := func(impl string) (float64, int) {
+			v := slices.Clone(r.holPool[impl])
+			if len(v) == 0 {
+				return math.NaN(), 0
+			}
+			sort.Float64s(v)
+			return nearestRank(v, 0.99), len(v)
+		}
+		a, na := pooled("ours")
+		best, name, nb := math.NaN(), "", 0
+		for _, ref := range holTCP {
+			if b, n := pooled(ref); n > 0 && (math.IsNaN(best) || b < best) {
+				best, name, nb = b, ref, n
+			}
+		}
+		if name != "" {
+			ok := a/best <= 0.5
+			out = append(out, goalResult{
+				line: fmt.Sprintf("%-15s p99_ms pooled over the repetitions: ours %.1f ms (%d round trips) / best TCP-based %s %.1f ms (%d) = %.3f (goal <= 0.50): %s",
+					"hol-latency", a, na, name, best, nb, a/best, mark(ok)),
+				recs: []result{{Case: "hol-latency", Impl: "ours", Metric: "ratio", Value: a / best, Unit: "ratio", Of: "p99_ms_pooled", Reference: name, Goal: "<= 0.5", Met: &ok, N: na}},
+			})
+		}
+	}
 	value("loss-8", "jain", "ours", ">=", 0.98)
 	value("stall-isolation", "fraction", "ours", ">=", 0.95)
 	value("resume-latency", "rtts", "ours", "<=", 1.5)

@@ -26,6 +26,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -82,9 +83,10 @@ type runner struct {
 	children int
 	rep      int // the repetition being run
 
-	tcpCC   string    // TCP congestion control on the link
-	link    *linkPath // the packet-level link, once a case needs it
-	linkErr error     // why it could not be set up
+	holPool map[string][]float64 // hol-latency: every round trip of every repetition, ms
+	tcpCC   string               // TCP congestion control on the link
+	link    *linkPath            // the packet-level link, once a case needs it
+	linkErr error                // why it could not be set up
 }
 
 func (r *runner) record(c, impl, metric string, v float64) {
@@ -213,7 +215,7 @@ func run() error {
 		return linkServeMain(*linkA, *linkB, *tcpCC)
 	}
 
-	r := &runner{t: fullTiming, verbose: *verbose, values: map[key][]sample{}, tcpCC: *tcpCC}
+	r := &runner{t: fullTiming, verbose: *verbose, values: map[key][]sample{}, tcpCC: *tcpCC, holPool: map[string][]float64{}}
 	if *quick {
 		r.t = quickTiming
 	}
@@ -295,6 +297,14 @@ func run() error {
 		}
 		if r.verbose {
 			fmt.Fprintf(os.Stderr, "%s took %v\n", c.name, time.Since(cstart).Round(time.Millisecond))
+		}
+	}
+	for _, im := range selImpls {
+		if v := slices.Clone(r.holPool[im.name]); len(v) > 0 {
+			sort.Float64s(v)
+			over := len(v) - sort.SearchFloat64s(v, 2*float64(rtt/time.Millisecond)+1e-9)
+			r.note("hol-latency %s, every round trip of the run: p50 %.1f, p90 %.1f, p99 %.1f, max %.1f ms; %d round trips, %d over 2 RTT",
+				im.name, nearestRank(v, 0.5), nearestRank(v, 0.9), nearestRank(v, 0.99), v[len(v)-1], len(v), over)
 		}
 	}
 	goals := r.goals()
