@@ -190,6 +190,14 @@ func addCounters(dst, src *mux.SessionStats) {
 	dst.RTTSamples.Merge(&src.RTTSamples)
 	dst.ThresholdWarnings += src.ThresholdWarnings
 	dst.ThresholdCriticals += src.ThresholdCriticals
+	dst.StreamsRateRefused += src.StreamsRateRefused
+	dst.OpensFailedFast += src.OpensFailedFast
+	c, sc := &dst.Compression, &src.Compression
+	c.WireBytesSent += sc.WireBytesSent
+	c.WireBytesReceived += sc.WireBytesReceived
+	c.FramesCompressed += sc.FramesCompressed
+	c.FramesPlain += sc.FramesPlain
+	c.FramesDecompressed += sc.FramesDecompressed
 }
 
 // addGauges adds the gauges of src to dst.
@@ -198,12 +206,14 @@ func addGauges(dst, src *mux.SessionStats) {
 	dst.AcceptQueue += src.AcceptQueue
 	dst.BudgetUsed += src.BudgetUsed
 	dst.BudgetTotal += src.BudgetTotal
+	dst.Compression.CodecMemory += src.Compression.CodecMemory
 }
 
 // snapshot is what one Collect reports.
 type snapshot struct {
 	sum       mux.SessionStats // counters of all sessions, gauges of the open ones
 	open      int
+	tripped   int // open sessions whose breaker is open or half-open
 	tracked   uint64
 	listeners bp.ListenerStats // summed
 	closes    map[closeKey]uint64
@@ -221,6 +231,9 @@ func (c *Collector) snapshot() snapshot {
 		st := sess.Stats()
 		addCounters(&s.sum, &st)
 		addGauges(&s.sum, &st)
+		if st.Breaker != "" && st.Breaker != "closed" {
+			s.tripped++
+		}
 	}
 	for _, l := range c.listeners {
 		ls := l.Stats()

@@ -97,6 +97,17 @@ type Config struct {
 	// NoDecompression announces no codec at all, so that the peer never
 	// compresses toward this side.
 	NoDecompression bool
+	// StreamRate is how many new streams a second the session admits from
+	// the peer, with a burst of StreamBurst: a stream over the rate is
+	// refused with REFUSED_STREAM and a retry-after hint (SPEC.md 5.4).
+	// Default DefaultStreamRate; negative: no limit. StreamBurst defaults
+	// to twice MaxStreams.
+	StreamRate  int
+	StreamBurst int
+	// Breaker, if set, gives the session a circuit breaker on the streams
+	// it opens: while the peer refuses them or leaves them stalled, Open
+	// fails fast with ErrOverloaded (BreakerConfig).
+	Breaker *BreakerConfig
 	// OnEvent, if set, is called for every flow-control event of every
 	// stream. It is called synchronously from the goroutine that caused
 	// the event, with no lock held; it must be quick.
@@ -143,6 +154,8 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.IdleShrinkAfter, time.Second)
 	setDefault(&c.MaxUselessFramesPerSecond, 1000)
 	setDefault(&c.AcceptCompression, codec.Supported)
+	setDefault(&c.StreamRate, DefaultStreamRate)
+	setDefault(&c.StreamBurst, 2*c.MaxStreams)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -165,6 +178,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("mux: MaxSmallFramesPerSecond %d is negative", c.MaxSmallFramesPerSecond)
 	case c.Compression != codec.None && !c.Compression.Known():
 		return c, fmt.Errorf("mux: unknown Compression %v", c.Compression)
+	case c.StreamBurst < 0:
+		return c, fmt.Errorf("mux: StreamBurst %d is negative", c.StreamBurst)
 	case c.MaxStreams < 0:
 		return c, fmt.Errorf("mux: MaxStreams %d is negative", c.MaxStreams)
 	}

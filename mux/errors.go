@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
@@ -76,12 +77,23 @@ type StreamError struct {
 	StreamID uint64
 	Code     framing.ErrorCode
 	Remote   bool
+	// After is the peer's retry-after hint when it refused the stream
+	// for its admission rate (REFUSED_STREAM with RETRY_AFTER, SPEC.md
+	// 5.4): open again no sooner. Zero when it gave none.
+	After time.Duration
 }
+
+// RetryAfter returns the peer's retry-after hint (zero: none), so that a
+// retry policy (package retry) can honour it.
+func (e *StreamError) RetryAfter() time.Duration { return e.After }
 
 func (e *StreamError) Error() string {
 	who := "locally"
 	if e.Remote {
 		who = "by peer"
+	}
+	if e.After > 0 {
+		return fmt.Sprintf("mux: stream %d reset %s (%v, retry after %v)", e.StreamID, who, e.Code, e.After)
 	}
 	return fmt.Sprintf("mux: stream %d reset %s (%v)", e.StreamID, who, e.Code)
 }

@@ -53,6 +53,12 @@ const (
 	// EventSessionClosed: the session ended with Code, closed by the peer
 	// if Remote. Stream is 0; it is the session's last event.
 	EventSessionClosed
+	// EventBreaker: the session's circuit breaker changed state, from
+	// breaker.State(Limit) to breaker.State(Value). Stream is 0.
+	EventBreaker
+	// EventReplaced: a LatestWins message waiting for credit was replaced
+	// by a newer one, unsent (Dropped bytes: the replaced message's).
+	EventReplaced
 )
 
 var kindNames = [...]string{
@@ -72,6 +78,8 @@ var kindNames = [...]string{
 	EventGoAway:        "goaway",
 	EventRTT:           "rtt",
 	EventSessionClosed: "session_closed",
+	EventBreaker:       "breaker",
+	EventReplaced:      "replaced",
 }
 
 // String returns the event's short name, as used in traces.
@@ -159,6 +167,13 @@ type StreamStats struct {
 	Levels       [NumMetrics]Level
 	BytesDropped uint64 // drop mode: bytes discarded
 	Drops        uint64 // drop mode: writes discarded
+	// Replaced and BytesReplaced (LatestWins) count the messages, and
+	// their bytes, that were replaced unsent by a newer one while
+	// waiting for credit. A LatestWins message discarded for another
+	// reason (its write deadline passed, or Close) counts in Drops and
+	// BytesDropped.
+	Replaced      uint64
+	BytesReplaced uint64
 	// Receive side.
 	BytesReceived uint64
 	BytesConsumed uint64
@@ -226,6 +241,14 @@ type SessionStats struct {
 	// Compression counts the session's compressed and plain frames, its
 	// bytes on the wire and its codecs' memory.
 	Compression CompressionStats
+	// StreamsRateRefused counts the peer's streams refused for the
+	// admission rate (Config.StreamRate), each with a retry-after hint;
+	// they count in StreamsRefused too. OpensFailedFast counts Opens the
+	// circuit breaker failed fast, and Breaker is its state ("closed",
+	// "open", "half-open"; "" without one: BreakerStats has the rest).
+	StreamsRateRefused uint64
+	OpensFailedFast    uint64
+	Breaker            string
 }
 
 // IsAbuseCode reports whether code is one a session closes a misbehaving

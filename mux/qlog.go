@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bpmux/bp/breaker"
 	"github.com/quic-go/quic-go/qlogwriter"
 	"github.com/quic-go/quic-go/qlogwriter/jsontext"
 )
@@ -83,6 +84,8 @@ var qlogNames = [...]string{
 	EventGoAway:        "bp:goaway",
 	EventRTT:           "bp:rtt_sample",
 	EventSessionClosed: "bp:session_closed",
+	EventBreaker:       "bp:breaker_updated",
+	EventReplaced:      "bp:data_replaced",
 }
 
 // Name returns the event's qlog name.
@@ -145,6 +148,9 @@ func (e qlogEvent) Encode(enc *jsontext.Encoder, _ time.Time) error {
 	case EventSessionClosed:
 		q.str("owner", owner(e.Remote))
 		q.uint("error_code", e.Code)
+	case EventBreaker:
+		q.str("old", breaker.State(e.Limit).String())
+		q.str("new", breaker.State(e.Value).String())
 	case EventGoAway:
 		q.str("owner", owner(e.Remote))
 		q.uint("last_stream_id", e.Limit)
@@ -198,7 +204,7 @@ func (e qlogEvent) encodeStream(q *qlogEncoder) {
 				q.ms("signal_latency_ms", e.Signal)
 			}
 		}
-	case EventDropped:
+	case EventDropped, EventReplaced:
 		q.uint("length", e.Dropped)
 	case EventBudgetRefused:
 		q.uint("wanted", e.Value)

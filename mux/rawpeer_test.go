@@ -582,7 +582,7 @@ func TestRawPeerHandshake(t *testing.T) {
 	p.settings(framing.Settings{InitialWindow: 1 << 20, MaxFramePayload: 1 << 20, MaxStreams: 10})
 	ctl, st := p.serverControl()
 	require.NotNil(t, ctl)
-	require.Equal(t, framing.Settings{InitialWindow: 64 << 10, MaxFramePayload: 64 << 10, MaxStreams: 7, BudgetSignal: 1, Compression: uint64(codec.Supported)}, st)
+	require.Equal(t, framing.Settings{InitialWindow: 64 << 10, MaxFramePayload: 64 << 10, MaxStreams: 7, BudgetSignal: 1, Compression: uint64(codec.Supported), RetryAfter: 1}, st)
 
 	l := p.openStream()
 	msg := []byte("hello, raw peer")

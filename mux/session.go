@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bpmux/bp/breaker"
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
 	"github.com/bpmux/bp/window"
@@ -68,6 +69,9 @@ type Session struct {
 	thresholds       bool          // Config.Thresholds has a level set
 	obs              sessionObs
 	compress         sessionCompression
+	admission        admission        // the peer's new streams
+	breaker          *breaker.Breaker // Config.Breaker's, or nil
+	peerRetryAfter   atomic.Bool      // peer's SETTINGS_RETRY_AFTER: it takes RETRY_AFTER
 	stats            struct {
 		bytesSent, bytesReceived      atomic.Uint64
 		updatesSent, updatesReceived  atomic.Uint64
@@ -143,6 +147,10 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 	sess.peerInitial.Store(DefaultInitialWindow)
 	sess.peerMaxFrame.Store(DefaultMaxFramePayload)
 	sess.initCompression()
+	if err := sess.initAdmission(); err != nil {
+		cancel()
+		return nil, err
+	}
 	sess.startObserving()
 	sess.goroutine(sess.controlWriter)
 	sess.goroutine(sess.controlReader)
@@ -182,6 +190,9 @@ func (sess *Session) Open(ctx context.Context) (*Stream, error) {
 }
 
 func (sess *Session) open(ctx context.Context, opts StreamOptions) (*Stream, error) {
+	if err := sess.allowOpen(); err != nil {
+		return nil, err
+	}
 	sess.mu.Lock()
 	switch {
 	case sess.isClosed():

@@ -27,6 +27,7 @@ func (sess *Session) controlWriter() {
 		MaxStreams:      uint64(sess.cfg.MaxStreams),
 		BudgetSignal:    1, // this side reads BUDGET_LIMITED (stream_observe.go)
 		Compression:     uint64(sess.compress.accepts),
+		RetryAfter:      1, // this side reads RESET's RETRY_AFTER (admission.go)
 	}})
 	goAway, goAwayDone := false, false
 	for {
@@ -194,6 +195,7 @@ func (sess *Session) applySettings(st framing.Settings) error {
 	}
 	sess.peerBudgetSignal.Store(st.BudgetSignal == 1)
 	sess.peerSettled(st.Compression)
+	sess.peerRetryAfter.Store(st.RetryAfter == 1)
 	sess.settingsRecvd.Store(true)
 	if st.InitialWindow == 0 {
 		return nil

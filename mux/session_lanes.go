@@ -82,19 +82,19 @@ func (sess *Session) serveLane(lane transport.Lane) {
 		sess.protocolError(framing.ProtocolError, fmt.Errorf("lane opened with %v", h.Type))
 		return
 	}
-	s, noBudget, err := sess.admit(h.StreamID, lane)
+	s, why, err := sess.admit(h.StreamID, lane)
 	if err != nil {
 		sess.fail(err)
 		return
 	}
 	if s == nil {
-		if noBudget {
+		if why.noBudget {
 			sess.obs.refusals.Add(1)
 			sess.emitSession(EventBudgetRefused, func(ev *Event) {
 				ev.Stream, ev.Value = h.StreamID, sess.cfg.InitialWindow
 			})
 		}
-		sess.refuse(lane, h.StreamID)
+		sess.refuse(lane, h.StreamID, why.retryAfter)
 		return
 	}
 	s.emitLifecycle(EventStreamOpened, 0, true)
@@ -104,26 +104,36 @@ func (sess *Session) serveLane(lane transport.Lane) {
 	go s.laneReader(br, &h)
 }
 
+// refusal says why admit refused a stream.
+type refusal struct {
+	noBudget   bool          // the session budget could not hold its floor
+	retryAfter time.Duration // over the admission rate: when a token is due
+}
+
 // admit registers a stream the peer opened, or returns nil to refuse it,
-// with noBudget true if the session budget could not hold it.
-func (sess *Session) admit(id uint64, lane transport.Lane) (_ *Stream, noBudget bool, _ error) {
+// and why.
+func (sess *Session) admit(id uint64, lane transport.Lane) (_ *Stream, _ refusal, _ error) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	switch {
 	case sess.isClosed():
-		return nil, false, sess.closeErr
+		return nil, refusal{}, sess.closeErr
 	case !sess.isPeerID(id):
-		return nil, false, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d with this side's parity", id))
+		return nil, refusal{}, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d with this side's parity", id))
 	case sess.streams[id] != nil:
-		return nil, false, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d, which is already open", id))
+		return nil, refusal{}, sess.protocolErr(framing.ProtocolError, fmt.Errorf("peer opened stream %d, which is already open", id))
 	}
 	sess.lastPeerID = max(sess.lastPeerID, id)
 	if (sess.goAwaySent && id > sess.goAwayLast) || sess.peerOpen >= sess.cfg.MaxStreams {
-		return nil, false, nil
+		return nil, refusal{}, nil
+	}
+	if ok, wait := sess.admission.admit(sess.cfg.Now()); !ok {
+		sess.obs.rateRefused.Add(1)
+		return nil, refusal{retryAfter: wait}, nil
 	}
 	recv, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
 	if err != nil {
-		return nil, true, nil // no budget for its floor: refused, never given zero credit
+		return nil, refusal{noBudget: true}, nil // no budget for its floor: refused, never given zero credit
 	}
 	s := newStream(sess, id, lane, recv, sess.peerInitial.Load())
 	sess.streams[id] = s
@@ -132,7 +142,7 @@ func (sess *Session) admit(id uint64, lane transport.Lane) (_ *Stream, noBudget 
 	sess.stats.accepted.Add(1)
 	sess.acceptQ = append(sess.acceptQ, s) // bounded: len(acceptQ) <= peerOpen <= MaxStreams
 	signal(sess.acceptReady)
-	return s, false, nil
+	return s, refusal{}, nil
 }
 
 // dequeueLocked takes a retired stream out of the accept queue, so that
@@ -179,11 +189,17 @@ func (sess *Session) refuseQueued() {
 
 // refuse answers a peer stream with STOP_SENDING and RESET, both
 // REFUSED_STREAM, and abandons its lane.
-func (sess *Session) refuse(lane transport.Lane, id uint64) {
+func (sess *Session) refuse(lane transport.Lane, id uint64, retryAfter time.Duration) {
 	sess.stats.refused.Add(1)
-	var b [2 * (framing.MaxHeaderLen + 8)]byte
-	out := appendFrame(b[:0], &framing.Frame{Header: framing.Header{Type: framing.TypeStopSending, StreamID: id}, ErrorCode: framing.RefusedStream})
-	out = appendFrame(out, &framing.Frame{Header: framing.Header{Type: framing.TypeReset, StreamID: id}, ErrorCode: framing.RefusedStream})
+	var b [2*(framing.MaxHeaderLen+8) + 8]byte
+	// RESET first: the opener's writer, woken by STOP_SENDING, then finds
+	// the hint already there.
+	reset := framing.Frame{Header: framing.Header{Type: framing.TypeReset, StreamID: id}, ErrorCode: framing.RefusedStream}
+	if retryAfter > 0 && sess.peerRetryAfter.Load() {
+		reset.Flags, reset.RetryAfter = framing.FlagRetryAfter, retryAfterMillis(retryAfter)
+	}
+	out := appendFrame(b[:0], &reset)
+	out = appendFrame(out, &framing.Frame{Header: framing.Header{Type: framing.TypeStopSending, StreamID: id}, ErrorCode: framing.RefusedStream})
 	lane.Write(out)
 	lane.CloseWrite()
 	lane.CancelRead(uint64(framing.RefusedStream))

@@ -145,6 +145,7 @@ func (sess *Session) housekeeping() {
 		if idle {
 			sess.GoAway(framing.NoError)
 		}
+		sess.checkStalls(now, streams)
 		for i, s := range streams {
 			s.tick(now, 2*time.Second)
 			streams[i] = nil // let retired streams go

@@ -28,6 +28,8 @@ type sessionObs struct {
 
 	consumed, growths, shrinks, refusals atomic.Uint64
 	warnings, criticals                  atomic.Uint64
+	overloaded                           atomic.Uint64 // Opens the breaker failed fast
+	rateRefused                          atomic.Uint64 // peer streams over the admission rate
 }
 
 // startObserving sets up the session's hooks once its config is final.
@@ -168,6 +170,11 @@ func (sess *Session) fillObserved(st *SessionStats) {
 	st.BudgetRefusals = sess.obs.refusals.Load()
 	st.ThresholdWarnings = sess.obs.warnings.Load()
 	st.ThresholdCriticals = sess.obs.criticals.Load()
+	st.StreamsRateRefused = sess.obs.rateRefused.Load()
+	st.OpensFailedFast = sess.obs.overloaded.Load()
+	if sess.breaker != nil {
+		st.Breaker = sess.breaker.State().String()
+	}
 	if sess.isClosed() {
 		st.Closed = true
 		if e, ok := sess.closeErr.(*SessionError); ok {

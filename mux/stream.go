@@ -28,6 +28,19 @@ const (
 	// the stream's stats and reported as EventDropped. Write returns nil
 	// either way.
 	Drop
+	// LatestWins is for real-time data where only the newest value
+	// matters (metrics, tickers, video frames): each Write is a message,
+	// sent whole or not at all, and Write never waits for credit. A
+	// message the credit covers is sent at once; otherwise it is kept as
+	// the stream's one pending message, replacing the one already pending
+	// (counted in StreamStats.Replaced and BytesReplaced and reported as
+	// EventReplaced), and Write returns nil. When credit arrives, a
+	// goroutine of the stream's own sends the pending message without
+	// any further Write, so the peer gets the latest value once its
+	// window opens. See latest.go for the details: at most one message
+	// pending, messages larger than the peer's window, the write
+	// deadline, CloseWrite (delivers it), Close (discards it) and Reset.
+	LatestWins
 )
 
 // Stream is one logical stream of a session: a net.Conn with its own
@@ -61,9 +74,13 @@ type Stream struct {
 	codec      codec.Codec // this side's direction is compressed with it, if the peer accepts it
 	probe      codec.Probe // whether the next frame is worth compressing; the writer's (writeMu)
 	prio       Priority    // SetPriority's
-	accepted   bool        // handed to the application (always, for streams this side opened)
-	refused    bool        // reset by the peer before the application saw it, and refused
-	removed    bool        // retired from the session
+	// The Retry After of the peer's RESET, when it refused the stream
+	// for its admission rate (SPEC.md 5.4); zero when none.
+	peerRetryAfter time.Duration
+	answered       bool // the peer answered or refused a stream this side opened (the breaker heard)
+	accepted       bool // handed to the application (always, for streams this side opened)
+	refused        bool // reset by the peer before the application saw it, and refused
+	removed        bool // retired from the session
 
 	// What the application called. These decide what Read and Write
 	// return; the lifecycle decides what goes on the wire.
@@ -94,6 +111,9 @@ type Stream struct {
 	laneDeadline time.Time // the write deadline set on the lane
 	peerConsumed uint64
 	consumedWait chan struct{} // made by WaitConsumed, closed when it should look again
+
+	// LatestWins's pending message and send turn (latest.go).
+	latest latestState
 
 	stats StreamStats
 
@@ -279,7 +299,7 @@ func (s *Stream) WaitConsumed(ctx context.Context) error {
 		switch {
 		case done:
 		case s.lc.peerStopped:
-			err = &StreamError{StreamID: s.id, Code: s.peerStop, Remote: true}
+			err = s.peerStopError()
 		case s.lc.send == sendResetQueued || s.lc.send == sendResetSent:
 			err = &StreamError{StreamID: s.id, Code: s.localReset}
 		case s.sess.isClosed():

@@ -60,7 +60,7 @@ func (s *Stream) readErrLocked() error {
 	case s.readClosed:
 		return ErrClosed
 	case s.lc.recv == recvResetRecvd:
-		return &StreamError{StreamID: s.id, Code: s.peerReset, Remote: true}
+		return &StreamError{StreamID: s.id, Code: s.peerReset, Remote: true, After: s.peerRetryAfter}
 	case s.lc.recv == recvDataRecvd:
 		return io.EOF
 	case s.sess.isClosed():
@@ -347,6 +347,7 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	s.stats.BytesReceived += uint64(n)
 	s.sess.stats.bytesReceived.Add(uint64(n))
 	s.receivedFrameLocked(h, ch)
+	s.answeredLocked()
 	if n == 0 && !fin && !opening {
 		s.mu.Unlock()
 		if err := s.sess.useless(); err != nil {
@@ -507,6 +508,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			s.mu.Unlock()
 			return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
 		}
+		s.refusedByPeerLocked(f)
 		refused := s.peerResetLocked(f.ErrorCode)
 		s.mu.Unlock()
 		s.emitLifecycle(EventStreamReset, uint64(f.ErrorCode), true)

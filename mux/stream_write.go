@@ -50,6 +50,9 @@ func (s *Stream) setLaneDeadline(t time.Time) {
 
 // Write writes p, waiting for credit as the stream's Overload mode says.
 func (s *Stream) Write(p []byte) (int, error) {
+	if len(p) > 0 && s.overloadMode() == LatestWins {
+		return s.writeLatest(p) // latest.go
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	written := 0
@@ -110,23 +113,7 @@ func (s *Stream) reserveCreditLocked(want int, out *eventBuf) (int, error) {
 			}
 		}
 		if avail > 0 {
-			n := min(uint64(want), avail, s.sess.peerMaxFrame.Load())
-			if s.codec != codec.None { // a frame is one block
-				n = min(n, uint64(s.sess.compress.pool.MaxBlock()))
-			}
-			if err := s.send.OnSent(n); err != nil {
-				return 0, err
-			}
-			s.stats.BytesSent += n
-			lag := s.lagLocked()
-			s.stats.PeakConsumerLag = max(s.stats.PeakConsumerLag, lag)
-			s.sess.stats.bytesSent.Add(n)
-			if !s.stallStart.IsZero() || s.sess.thresholds {
-				now := s.sess.cfg.Now()
-				s.endCreditStallLocked(now, true, out)
-				s.checkLevelLocked(MetricLag, lag, now, out)
-			}
-			return int(n), nil
+			return s.takeCreditLocked(uint64(want), avail, out)
 		}
 		if s.overload == FailFast {
 			return 0, ErrWouldBlock
@@ -145,6 +132,28 @@ func (s *Stream) reserveCreditLocked(want int, out *eventBuf) (int, error) {
 	}
 }
 
+// takeCreditLocked takes up to want bytes of the avail credit there is,
+// at most one frame's worth, and counts them sent.
+func (s *Stream) takeCreditLocked(want, avail uint64, out *eventBuf) (int, error) {
+	n := min(want, avail, s.sess.peerMaxFrame.Load())
+	if s.codec != codec.None { // a frame is one block
+		n = min(n, uint64(s.sess.compress.pool.MaxBlock()))
+	}
+	if err := s.send.OnSent(n); err != nil {
+		return 0, err
+	}
+	s.stats.BytesSent += n
+	lag := s.lagLocked()
+	s.stats.PeakConsumerLag = max(s.stats.PeakConsumerLag, lag)
+	s.sess.stats.bytesSent.Add(n)
+	if !s.stallStart.IsZero() || s.sess.thresholds {
+		now := s.sess.cfg.Now()
+		s.endCreditStallLocked(now, true, out)
+		s.checkLevelLocked(MetricLag, lag, now, out)
+	}
+	return int(n), nil
+}
+
 // blockLocked queues BLOCKED for a writer out of credit, once per limit.
 func (s *Stream) blockLocked() {
 	if limit, send := s.send.Blocked(); send {
@@ -153,13 +162,19 @@ func (s *Stream) blockLocked() {
 }
 
 // writeErrLocked says why nothing more may be written, or nil.
-func (s *Stream) writeErrLocked() error {
+func (s *Stream) writeErrLocked() error { return s.sendErrLocked(true) }
+
+// sendErrLocked is writeErrLocked, except that without closed it lets
+// CloseWrite pass (LatestWins's flusher delivers the pending message
+// before the direction ends; latest.go): then only a lane no longer open
+// is ErrClosed.
+func (s *Stream) sendErrLocked(closed bool) error {
 	switch {
 	case s.lc.peerStopped:
-		return &StreamError{StreamID: s.id, Code: s.peerStop, Remote: true}
+		return s.peerStopError()
 	case s.lc.send == sendResetQueued || s.lc.send == sendResetSent:
 		return &StreamError{StreamID: s.id, Code: s.localReset}
-	case s.writeClosed:
+	case closed && s.writeClosed, !closed && s.lc.laneSend != laneOpen:
 		return ErrClosed
 	case s.sess.isClosed():
 		return s.sess.err()
@@ -169,14 +184,18 @@ func (s *Stream) writeErrLocked() error {
 
 // writeData sends one DATA frame, compressed if the stream is and that
 // pays. Credit for p is already taken.
-func (s *Stream) writeData(p []byte) error {
+func (s *Stream) writeData(p []byte) error { return s.writeDataChecked(p, s.writeErrLocked) }
+
+// writeDataChecked is writeData, with check (called under mu) saying
+// whether the frame may still be written.
+func (s *Stream) writeDataChecked(p []byte, check func() error) error {
 	s.mu.Lock()
 	c := s.codec
 	s.mu.Unlock()
 	f := s.encode(c, p) // outside laneMu: control frames need not wait for it
 	s.laneMu.Lock()
 	s.mu.Lock()
-	err := s.writeErrLocked()
+	err := check()
 	s.laneWriting = err == nil
 	start := s.sess.cfg.Now()
 	if err == nil {
