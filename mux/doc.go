@@ -66,4 +66,24 @@
 // (bytes sent and not yet consumed), unread bytes and stall duration; each
 // crossing, up or down, is an EventThreshold, and StreamStats.Level says
 // where a stream stands now.
+//
+// # Answers to overload
+//
+// Besides blocking (the default), a stream's Overload can fail fast, drop
+// the newest write, or let the latest win; its Priority decides its send
+// order and, under budget pressure, how far its window may grow. A session
+// admits the peer's new streams at Config.StreamRate and refuses the rest
+// with a retry-after hint (StreamError.RetryAfter); Config.Breaker makes
+// Open fail fast with ErrOverloaded while the peer refuses or stalls this
+// side's streams.
+//
+// # Compression
+//
+// OpenStream with StreamOptions.Compression (or Config.Compression)
+// compresses a stream with zstd or s2 if the peer accepts the codec
+// (SPEC.md 5.9). Each DATA frame is one block that declares its decoded
+// length, so credit counts the application's bytes and a decoder never
+// produces more than was granted; a session's encoders and decoders are
+// shared by its streams and charged to its budget. StreamStats.Compression
+// has the bytes on the wire.
 package mux
