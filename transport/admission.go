@@ -3,6 +3,8 @@ package transport
 import (
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"time"
 )
 
@@ -83,4 +85,66 @@ func validateRate(kind string, rate float64, burst int) error {
 func rateReason(rate float64, wait time.Duration) string {
 	return fmt.Sprintf("connection refused: over the listener's rate of %g new sessions per second; retry after %v",
 		rate, max(wait, time.Millisecond).Round(time.Millisecond))
+}
+
+// A quic-go client's first flight often takes two Initial packets (a
+// ClientHello with a post-quantum key share does not fit in one), and
+// quic-go asks the listener about each packet for which it has no
+// connection. When the bucket refuses the first packet, the second one,
+// microseconds later, would find a token that has come back meanwhile and
+// be admitted: a connection with half a ClientHello, whose client has
+// already given up, wasting the token and some state. So the QUIC
+// listener remembers the addresses it refused over the rate in the last
+// refusedEcho, and refuses their packets too, without a token.
+// refusedSlots bounds what it remembers: under a flood of addresses, the
+// oldest are forgotten first and the worst case is the waste above.
+const (
+	refusedEcho  = 10 * time.Millisecond
+	refusedSlots = 128
+)
+
+// recentRefusals is a small ring of addresses refused in the last
+// refusedEcho. The zero value is empty and ready to use.
+type recentRefusals struct {
+	slots [refusedSlots]struct {
+		addr netip.AddrPort
+		at   time.Time
+	}
+	next int
+}
+
+// add remembers that addr was refused at now.
+func (r *recentRefusals) add(addr netip.AddrPort, now time.Time) {
+	if !addr.IsValid() {
+		return
+	}
+	r.slots[r.next].addr, r.slots[r.next].at = addr, now
+	r.next = (r.next + 1) % refusedSlots
+}
+
+// has reports whether addr was refused within refusedEcho before now.
+func (r *recentRefusals) has(addr netip.AddrPort, now time.Time) bool {
+	if !addr.IsValid() {
+		return false
+	}
+	for i := range r.slots {
+		s := &r.slots[i]
+		if s.addr == addr {
+			d := now.Sub(s.at)
+			return d >= 0 && d < refusedEcho
+		}
+	}
+	return false
+}
+
+// addrPort returns a's address and port, or the zero AddrPort if a is not
+// a UDP or TCP address.
+func addrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort()
+	case *net.TCPAddr:
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
 }

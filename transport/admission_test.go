@@ -3,6 +3,8 @@ package transport
 import (
 	"context"
 	"math"
+	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -152,7 +154,7 @@ func TestListenerRateClock(t *testing.T) {
 	conf, err := PinnedClientConfig(Fingerprint(cert.Certificate[0]))
 	require.NoError(t, err)
 	type setup struct {
-		ln   interface {
+		ln interface {
 			Listener
 			Stats() ListenerStats
 		}
@@ -202,4 +204,48 @@ func TestListenerRateClock(t *testing.T) {
 			require.ErrorIs(t, err, ErrConnRefused, "and only one")
 		})
 	}
+}
+
+// TestRecentRefusals: an address refused just now is remembered for
+// refusedEcho, no longer, and only the last refusedSlots are.
+func TestRecentRefusals(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := netip.MustParseAddrPort("127.0.0.1:4000")
+	b := netip.MustParseAddrPort("127.0.0.1:4001")
+	tests := []struct {
+		name string
+		add  []netip.AddrPort // at t0
+		ask  netip.AddrPort
+		at   time.Duration
+		want bool
+	}{
+		{"empty", nil, a, 0, false},
+		{"just refused", []netip.AddrPort{a}, a, 0, true},
+		{"other port", []netip.AddrPort{a}, b, 0, false},
+		{"within the echo", []netip.AddrPort{a}, a, refusedEcho - 1, true},
+		{"after the echo", []netip.AddrPort{a}, a, refusedEcho, false},
+		{"earlier than refused", []netip.AddrPort{a}, a, -time.Millisecond, false},
+		{"invalid address", []netip.AddrPort{{}}, netip.AddrPort{}, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r recentRefusals
+			for _, x := range tt.add {
+				r.add(x, t0)
+			}
+			assert.Equal(t, tt.want, r.has(tt.ask, t0.Add(tt.at)))
+		})
+	}
+
+	var r recentRefusals
+	r.add(a, t0)
+	for i := range refusedSlots {
+		assert.True(t, r.has(a, t0), "still there after %d others", i)
+		r.add(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i+1)), t0)
+	}
+	assert.False(t, r.has(a, t0), "pushed out by newer ones")
+
+	assert.Equal(t, a, addrPort(net.UDPAddrFromAddrPort(a)))
+	assert.Equal(t, a, addrPort(net.TCPAddrFromAddrPort(a)))
+	assert.False(t, addrPort(&net.UnixAddr{Name: "x"}).IsValid())
 }

@@ -56,7 +56,10 @@ type QUICConfig struct {
 	// up to SessionBurst tokens, each new connection under the caps
 	// taking one. A connection that finds none is refused like one over
 	// MaxConns, before quic-go builds any state for it, and counted in
-	// ListenerStats.RefusedRate. QUIC's CONNECTION_REFUSED carries no
+	// ListenerStats.RefusedRate; so is the rest of its first flight
+	// (a second Initial packet from the same address within a few
+	// milliseconds), which would otherwise take a token for a connection
+	// whose client has given up. QUIC's CONNECTION_REFUSED carries no
 	// reason and so no retry-after hint: the client sees ErrConnRefused
 	// and must back off by its own policy. Zero means no rate limit.
 	SessionRate float64
@@ -239,7 +242,8 @@ type QUICListener struct {
 	accepted int    // returned by Accept, not yet closed
 	refused  uint64 // refused at a cap or after Close
 	rate     admission
-	refusedR uint64 // refused by rate
+	echoes   recentRefusals // refused by rate just now
+	refusedR uint64         // refused by rate
 	closed   bool
 }
 
@@ -276,15 +280,21 @@ var errRefused = errors.New("transport: listener full")
 // admit is quic-go's ConnContext: it runs for every new connection before
 // quic-go builds any state for it, and ctx ends when the connection closes
 // or its handshake fails.
-func (l *QUICListener) admit(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+func (l *QUICListener) admit(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed || (l.maxConns > 0 && l.pending+l.accepted >= l.maxConns) || (l.maxPending > 0 && l.pending >= l.maxPending) {
 		l.refused++
 		return nil, errRefused
 	}
-	if ok, _ := l.rate.admit(l.now()); !ok {
+	now, from := l.now(), addrPort(info.RemoteAddr)
+	if l.echoes.has(from, now) { // the rest of a first flight just refused
+		l.refusedR++
+		return nil, errRefused
+	}
+	if ok, _ := l.rate.admit(now); !ok {
 		l.refusedR++ // CONNECTION_REFUSED has no room for the wait
+		l.echoes.add(from, now)
 		return nil, errRefused
 	}
 	l.pending++
