@@ -46,6 +46,8 @@ type BreakerConfig struct {
 const (
 	// DefaultStreamRate is the default Config.StreamRate.
 	DefaultStreamRate = 2000
+	// DefaultStreamBurst is the least default Config.StreamBurst.
+	DefaultStreamBurst = 1000
 )
 
 // admission is the token bucket of the peer's new streams.

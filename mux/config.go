@@ -101,7 +101,7 @@ type Config struct {
 	// the peer, with a burst of StreamBurst: a stream over the rate is
 	// refused with REFUSED_STREAM and a retry-after hint (SPEC.md 5.4).
 	// Default DefaultStreamRate; negative: no limit. StreamBurst defaults
-	// to twice MaxStreams.
+	// to twice MaxStreams, and at least DefaultStreamBurst.
 	StreamRate  int
 	StreamBurst int
 	// Breaker, if set, gives the session a circuit breaker on the streams
@@ -155,7 +155,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxUselessFramesPerSecond, 1000)
 	setDefault(&c.AcceptCompression, codec.Supported)
 	setDefault(&c.StreamRate, DefaultStreamRate)
-	setDefault(&c.StreamBurst, 2*c.MaxStreams)
+	setDefault(&c.StreamBurst, max(2*c.MaxStreams, DefaultStreamBurst))
 	if c.Now == nil {
 		c.Now = time.Now
 	}
