@@ -69,6 +69,9 @@ func (a *admission) admit(now time.Time) (bool, time.Duration) {
 	return false, wait
 }
 
+// maxRetryAfter is the longest retry-after hint taken from a peer.
+const maxRetryAfter = time.Hour
+
 // retryAfterMillis rounds a hint up to whole milliseconds, at least 1.
 func retryAfterMillis(d time.Duration) uint64 {
 	return uint64(max((d+time.Millisecond-1)/time.Millisecond, 1))
@@ -142,7 +145,9 @@ func (s *Stream) refusedByPeerLocked(f *framing.Frame) {
 	if f.ErrorCode != framing.RefusedStream || s.sess.isPeerID(s.id) {
 		return
 	}
-	s.peerRetryAfter = time.Duration(f.RetryAfter) * time.Millisecond
+	// A hint is advice: one past an hour (or past what a Duration holds)
+	// is taken as an hour.
+	s.peerRetryAfter = time.Duration(min(f.RetryAfter, uint64(maxRetryAfter/time.Millisecond))) * time.Millisecond
 	if !s.answered {
 		s.answered = true
 		if s.sess.breaker != nil {
