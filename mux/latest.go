@@ -52,8 +52,9 @@ import (
 // deliver it. Reset, the peer's STOP_SENDING and the session's end abandon
 // it uncounted, like any unsent data.
 //
-// A Write in another mode, after SetOverload changed it, waits until the
-// pending message is sent or discarded.
+// SetOverload takes effect at the next Write: a Write in another mode
+// waits until the pending message is sent or discarded, and a LatestWins
+// Write waits behind a Write in another mode still in progress.
 
 // latestState is a LatestWins stream's sending state, guarded by s.mu.
 type latestState struct {
@@ -235,7 +236,7 @@ func (s *Stream) flushLatest() {
 	for {
 		var out eventBuf
 		s.mu.Lock()
-		msg, err := s.awaitLatestLocked(&out)
+		msg := s.awaitLatestLocked(&out)
 		if msg == nil {
 			s.discardLatestLocked(false, &out) // the stream or the session ended
 			s.latest.sending = false
@@ -246,12 +247,9 @@ func (s *Stream) flushLatest() {
 		}
 		s.mu.Unlock()
 		out.emit(s.sess)
-		if err = s.sendLatest(msg); err != nil && !discarded(err) {
-			s.mu.Lock()
-			s.discardLatestLocked(false, &out)
-			s.mu.Unlock()
-			out.emit(s.sess)
-		}
+		// An error ended the message; what it means for the next one,
+		// awaitLatestLocked sees.
+		_ = s.sendLatest(msg)
 	}
 }
 
@@ -259,18 +257,18 @@ func (s *Stream) flushLatest() {
 // when the credit covers it, or, for a message larger than the peer's
 // window, when there is any credit. The message stays pending while it
 // waits, so a newer one replaces it. It returns nil when nothing is
-// pending, or when the stream or the session ended (err says why); past
-// the write deadline, or after Close, the pending message is discarded,
-// counted as dropped.
-func (s *Stream) awaitLatestLocked(out *eventBuf) ([]byte, error) {
+// pending, or when the stream or the session ended; past the write
+// deadline, or after Close, the pending message is discarded, counted as
+// dropped.
+func (s *Stream) awaitLatestLocked(out *eventBuf) []byte {
 	for {
 		msg := s.latest.pending
 		if msg == nil {
-			return nil, nil
+			return nil
 		}
-		if err := s.latestErrLocked(); err != nil {
+		if s.latestErrLocked() != nil {
 			s.endCreditStallLocked(s.sess.cfg.Now(), false, out)
-			return nil, err
+			return nil
 		}
 		if s.closedByApp || s.writeDeadline.expired() {
 			s.endCreditStallLocked(s.sess.cfg.Now(), false, out)
@@ -280,7 +278,7 @@ func (s *Stream) awaitLatestLocked(out *eventBuf) ([]byte, error) {
 		avail := s.send.Available()
 		if avail > 0 && (avail >= uint64(len(msg)) || s.largeLocked(len(msg))) {
 			s.latest.pending = nil
-			return msg, nil
+			return msg
 		}
 		s.startCreditStallLocked(s.sess.cfg.Now(), out)
 		s.blockLocked()

@@ -139,7 +139,8 @@ func TestLatestWinsKeepsNewest(t *testing.T) {
 			assert.Equal(t, uint64(tc.writes-2), st.Replaced)
 			assert.Equal(t, replacedBytes, st.BytesReplaced)
 			assert.Zero(t, st.Drops)
-			if tc.writes > 1 {
+			if tc.writes > 1 { // (a goroutine just started may not show yet)
+				require.Eventually(t, func() bool { return flushers() == 1 }, 10*time.Second, time.Millisecond, "one flusher per stream")
 				assert.Equal(t, 1, flushers(), "one flusher per stream")
 			}
 			time.Sleep(50 * time.Millisecond) // the pending message stays pending without credit
@@ -381,7 +382,7 @@ func TestLatestWinsSessionCloseEndsFlusher(t *testing.T) {
 	waiting := c.latest.sending
 	c.mu.Unlock()
 	require.True(t, waiting, "a flusher waits with message 2")
-	require.Equal(t, 1, flushers())
+	require.Eventually(t, func() bool { return flushers() == 1 }, 10*time.Second, time.Millisecond)
 
 	done := make(chan struct{})
 	go func() {
