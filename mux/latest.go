@@ -78,8 +78,11 @@ func (s *Stream) overloadMode() Overload {
 	return s.overload
 }
 
-// writeLatest is Write in LatestWins mode; p is not empty.
+// writeLatest is Write in LatestWins mode.
 func (s *Stream) writeLatest(p []byte) (int, error) {
+	if len(p) == 0 { // no message: nothing to wait for
+		return 0, nil
+	}
 	var out eventBuf
 	s.mu.Lock()
 	if err := s.writeCheckLocked(); err != nil {

@@ -427,3 +427,18 @@ func TestLatestWinsModeSwitch(t *testing.T) {
 	}
 	require.NoError(t, <-done)
 }
+
+// TestLatestWinsEmptyWrite: an empty Write is no message: it returns at
+// once, even while a message waits for credit.
+func TestLatestWinsEmptyWrite(t *testing.T) {
+	p, _ := latestPair(t)
+	c, s := latestStream(t, p)
+	writeNow(t, c, message(1, 40<<10))
+	writeNow(t, c, message(2, 40<<10))
+	n, err := c.Write(nil)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	assert.Zero(t, c.Stats().Replaced)
+	assert.Equal(t, 1, readMessage(t, s, 40<<10))
+	assert.Equal(t, 2, readMessage(t, s, 40<<10))
+}

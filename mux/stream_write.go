@@ -50,7 +50,7 @@ func (s *Stream) setLaneDeadline(t time.Time) {
 
 // Write writes p, waiting for credit as the stream's Overload mode says.
 func (s *Stream) Write(p []byte) (int, error) {
-	if len(p) > 0 && s.overloadMode() == LatestWins {
+	if s.overloadMode() == LatestWins {
 		return s.writeLatest(p) // latest.go
 	}
 	s.writeMu.Lock()
