@@ -416,6 +416,8 @@ var qlogKinds = map[string]string{
 	"stream_data_moved":      "consumed",
 	"peer_blocked":           "peer_blocked",
 	"data_dropped":           "dropped",
+	"data_replaced":          "replaced",
+	"breaker_updated":        "breaker",
 	"budget_refused":         "budget_refused",
 	"threshold_crossed":      "threshold",
 	"goaway":                 "goaway",
@@ -494,7 +496,7 @@ func QlogRecord(h *QlogHeader, ev QlogEvent) (Record, bool, error) {
 		r.Signal = d.SignalLatencyMS / 1e3
 	case "peer_blocked":
 		r.Limit = max(r.Limit, d.BlockedAt)
-	case "data_dropped":
+	case "data_dropped", "data_replaced":
 		r.Dropped = d.Length
 	case "budget_refused":
 		r.Value = d.Wanted
