@@ -5,9 +5,7 @@ package bp_test
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"runtime"
 	"slices"
 	"syscall"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/bpmux/bp"
 	"github.com/bpmux/bp/codec"
+	"github.com/bpmux/bp/internal/logtext"
 	"github.com/bpmux/bp/interop/impair"
 	"github.com/bpmux/bp/mux"
 	"github.com/bpmux/bp/transport"
@@ -26,21 +25,6 @@ import (
 // adjacent runs; the metrics are the medians over the iterations.
 //
 //	go test -run '^$' -bench Compression -benchtime 5x .
-
-// benchLogs is n bytes of JSON log lines, made deterministically.
-func benchLogs(n int) []byte {
-	r := mrand.New(mrand.NewPCG(7, 11))
-	levels := []string{"info", "warn", "error", "debug"}
-	paths := []string{"/api/v1/users", "/api/v1/orders", "/healthz", "/api/v2/search"}
-	t := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	var b []byte
-	for len(b) < n {
-		t = t.Add(time.Duration(r.IntN(5000)) * time.Microsecond)
-		b = fmt.Appendf(b, `{"ts":%q,"level":%q,"path":%q,"status":%d,"latency_ms":%.3f,"req":"%016x"}`+"\n",
-			t.Format(time.RFC3339Nano), levels[r.IntN(4)], paths[r.IntN(4)], 200+r.IntN(4)*100, r.Float64()*100, r.Uint64())
-	}
-	return b[:n]
-}
 
 // benchEnd is a listener whose sessions do one thing with every stream:
 // read it to its end (discard), accept it and leave it idle (hold), or
@@ -213,7 +197,7 @@ func BenchmarkCompressionLink(b *testing.B) {
 	}
 	b.Cleanup(func() { proxy.Close() })
 	sess := end.dial(b, proxy.Addr().String(), nil)
-	runCodecs(b, sess, benchLogs(size), func(d time.Duration) float64 { return size * 8 / d.Seconds() / 1e6 }, "Mbit/s", "x")
+	runCodecs(b, sess, logtext.JSON(1, size), func(d time.Duration) float64 { return size * 8 / d.Seconds() / 1e6 }, "Mbit/s", "x")
 }
 
 // BenchmarkCompressionRandom: random (incompressible) data on loopback:
@@ -279,7 +263,7 @@ func BenchmarkCompressionRequestResponse(b *testing.B) {
 	}
 	b.Cleanup(func() { proxy.Close() })
 	sess := end.dial(b, proxy.Addr().String(), nil)
-	logs := benchLogs(rounds << 10)
+	logs := logtext.JSON(1, rounds<<10)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	codecs := []codec.Codec{codec.None, codec.Zstd, codec.S2}

@@ -6,31 +6,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"runtime"
 	"testing"
-	"time"
 
+	"github.com/bpmux/bp/internal/logtext"
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// logLines makes n bytes of JSON log lines, deterministically.
-func logLines(n int) []byte {
-	r := mrand.New(mrand.NewPCG(1, 2))
-	levels := []string{"info", "warn", "error", "debug"}
-	paths := []string{"/api/v1/users", "/api/v1/orders", "/healthz", "/api/v2/search"}
-	t := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	var b []byte
-	for len(b) < n {
-		t = t.Add(time.Duration(r.IntN(5000)) * time.Microsecond)
-		b = fmt.Appendf(b, `{"ts":%q,"level":%q,"path":%q,"status":%d,"latency_ms":%.3f,"req":"%016x"}`+"\n",
-			t.Format(time.RFC3339Nano), levels[r.IntN(4)], paths[r.IntN(4)], 200+r.IntN(4)*100, r.Float64()*100, r.Uint64())
-	}
-	return b[:n]
-}
 
 func random(n int) []byte {
 	b := make([]byte, n)
@@ -78,7 +62,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, c := range []Codec{Zstd, S2} {
 		for _, n := range []int{1, 100, 4096, block} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
-				in := logLines(n)
+				in := logtext.JSON(1, n)
 				e := p.Encoder()
 				defer p.PutEncoder(e)
 				payload, ok := e.Encode(c, in)
@@ -117,7 +101,7 @@ func TestIncompressibleGoesRaw(t *testing.T) {
 	}
 	_, ok := e.Encode(S2, make([]byte, 64<<10+1))
 	assert.False(t, ok, "past the block size")
-	logs := logLines(64 << 10)
+	logs := logtext.JSON(1, 64<<10)
 	for _, c := range []Codec{Zstd, S2} {
 		e.Encode(c, logs) // the first use makes the codec's state
 		allocs := testing.AllocsPerRun(20, func() { e.Encode(c, logs) })
@@ -149,7 +133,7 @@ func TestDecodeRefuses(t *testing.T) {
 		var buf bytes.Buffer
 		w, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1))
 		require.NoError(t, err)
-		w.Write(logLines(300 << 10)) // past one block: the size is not known up front
+		w.Write(logtext.JSON(1, 300<<10)) // past one block: the size is not known up front
 		w.Close()
 		return buf.Bytes()
 	}()
@@ -240,7 +224,7 @@ func TestPoolLimitsAndCharge(t *testing.T) {
 func TestChargeCoversMemory(t *testing.T) {
 	for _, block := range []int{16 << 10, 64 << 10, MaxBlock} {
 		t.Run(fmt.Sprint(block), func(t *testing.T) {
-			inputs := [][]byte{logLines(block), random(block), make([]byte, block), logLines(block / 3)}
+			inputs := [][]byte{logtext.JSON(1, block), random(block), make([]byte, block), logtext.JSON(1, block/3)}
 			p := NewPool(PoolConfig{MaxBlock: block})
 			var payloads [][]byte
 			{

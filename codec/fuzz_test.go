@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/bpmux/bp/internal/logtext"
 	"github.com/klauspost/compress/s2"
 )
 
@@ -15,7 +16,7 @@ import (
 // produces more, and never allocates output beyond the buffer it was
 // charged for; any failure is ErrTooLarge or ErrCorrupt.
 func FuzzDecode(f *testing.F) {
-	logs := logLines(20000)
+	logs := logtext.JSON(1, 20000)
 	zeros := make([]byte, 1<<20)
 	p := NewPool(PoolConfig{MaxBlock: 16 << 10})
 	e := p.Encoder()

@@ -5,27 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"time"
 
 	"github.com/bpmux/bp/codec"
+	"github.com/bpmux/bp/internal/logtext"
 	"github.com/bpmux/bp/mux"
 )
-
-// logText is n bytes of JSON log lines made from seed: text that
-// compresses as a log shipper's does.
-func logText(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed+1))
-	levels := []string{"info", "warn", "error", "debug"}
-	t := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	var b []byte
-	for len(b) < n {
-		t = t.Add(time.Duration(r.IntN(5000)) * time.Microsecond)
-		b = fmt.Appendf(b, `{"ts":%q,"level":%q,"status":%d,"latency_ms":%.3f,"req":"%016x"}`+"\n",
-			t.Format(time.RFC3339Nano), levels[r.IntN(4)], 200+r.IntN(4)*100, r.Float64()*100, r.Uint64())
-	}
-	return b[:n]
-}
 
 // runCompression opens a stream per codec and one more of incompressible
 // data; the server echoes each. Every byte must come back intact, the
@@ -50,7 +34,7 @@ func runCompression(ctx context.Context, e *Env) (string, error) {
 	}
 	random := make([]byte, n)
 	io.ReadFull(newPattern(9), random)
-	runs := []*run{{c: codec.Zstd, data: logText(1, n), text: true}, {c: codec.S2, data: logText(2, n), text: true}, {c: codec.Zstd, data: random}}
+	runs := []*run{{c: codec.Zstd, data: logtext.JSON(1, n), text: true}, {c: codec.S2, data: logtext.JSON(2, n), text: true}, {c: codec.Zstd, data: random}}
 	for _, r := range runs {
 		if r.stream, err = sess.OpenStream(ctx, mux.StreamOptions{Compression: r.c}); err != nil {
 			return "", fmt.Errorf("open a %v stream: %w", r.c, err)

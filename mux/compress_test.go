@@ -3,36 +3,20 @@ package mux
 import (
 	"bytes"
 	"crypto/rand"
-	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/internal/logtext"
 	"github.com/bpmux/bp/transport"
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// jsonLogs makes n bytes of JSON log lines, deterministically.
-func jsonLogs(n int) []byte {
-	r := mrand.New(mrand.NewPCG(7, 11))
-	levels := []string{"info", "warn", "error", "debug"}
-	paths := []string{"/api/v1/users", "/api/v1/orders", "/healthz", "/api/v2/search"}
-	t := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	var b []byte
-	for len(b) < n {
-		t = t.Add(time.Duration(r.IntN(5000)) * time.Microsecond)
-		b = fmt.Appendf(b, `{"ts":%q,"level":%q,"path":%q,"status":%d,"latency_ms":%.3f,"req":"%016x"}`+"\n",
-			t.Format(time.RFC3339Nano), levels[r.IntN(4)], paths[r.IntN(4)], 200+r.IntN(4)*100, r.Float64()*100, r.Uint64())
-	}
-	return b[:n]
-}
 
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
@@ -51,7 +35,7 @@ func TestCompressionBothWays(t *testing.T) {
 			name     string
 			bytes    []byte
 			minRatio float64
-		}{{"logs", jsonLogs(size), 3}, {"random", randomBytes(size), 0.99}} {
+		}{{"logs", logtext.JSON(1, size), 3}, {"random", randomBytes(size), 0.99}} {
 			t.Run(c.String()+"/"+data.name, func(t *testing.T) {
 				p := newPair(t, nil, nil)
 				cs, err := p.client.OpenStream(ctxT(t), StreamOptions{Compression: c})
@@ -115,7 +99,7 @@ func TestCompressionCountsAppBytes(t *testing.T) {
 	cs, err := p.client.Open(ctxT(t))
 	require.NoError(t, err)
 	const sent = 100_000
-	data := jsonLogs(sent)
+	data := logtext.JSON(1, sent)
 	_, err = cs.Write(data)
 	require.NoError(t, err)
 	ss, err := p.server.Accept(ctxT(t))
@@ -167,7 +151,7 @@ func TestCompressionRequestResponse(t *testing.T) {
 					}
 				}
 			}()
-			logs := jsonLogs(200 << 10)
+			logs := logtext.JSON(1, 200<<10)
 			resp := make([]byte, 1024)
 			require.NoError(t, cs.SetDeadline(time.Now().Add(time.Minute)))
 			for i := range 200 {
@@ -193,7 +177,7 @@ func TestCompressionNotAccepted(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, codec.Set(0), p.client.PeerCompression())
 	assert.ErrorIs(t, cs.SetCompression(codec.S2), ErrCodecNotAccepted)
-	data := jsonLogs(256 << 10)
+	data := logtext.JSON(1, 256<<10)
 	go cs.Write(data)
 	ss, err := p.server.Accept(ctxT(t))
 	require.NoError(t, err)
@@ -294,7 +278,7 @@ func TestCompressionFromRawPeer(t *testing.T) {
 	settings.Compression = uint64(codec.Supported)
 	p.settings(settings)
 	l := p.openLane()
-	data := jsonLogs(30000)
+	data := logtext.JSON(1, 30000)
 	require.NoError(t, l.write(
 		compressedData(l.ID, codec.Zstd, 0, nil), // the announcement
 		compressedData(l.ID, codec.S2, 10000, s2.Encode(nil, data[:10000])),

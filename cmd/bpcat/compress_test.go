@@ -3,33 +3,20 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	"fmt"
 	"io"
-	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/bpmux/bp/internal/logtext"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// logLines makes n bytes of JSON log lines, deterministically.
-func logLines(n int) []byte {
-	r := rand.New(rand.NewPCG(3, 5))
-	var b []byte
-	t := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	for len(b) < n {
-		t = t.Add(time.Duration(r.IntN(5000)) * time.Microsecond)
-		b = fmt.Appendf(b, `{"ts":%q,"level":"info","status":%d,"req":"%016x"}`+"\n", t.Format(time.RFC3339Nano), 200+r.IntN(4)*100, r.Uint64())
-	}
-	return b[:n]
-}
 
 // TestCompressFlag pipes logs through listen and connect with each
 // --compress, both ways, as a user does: the bytes arrive intact and the
 // summaries say what compression saved.
 func TestCompressFlag(t *testing.T) {
-	data := logLines(8 << 20)
+	data := logtext.JSON(1, 8<<20)
 	want := sha256.Sum256(data)
 	for _, c := range []string{"zstd", "s2"} {
 		t.Run(c, func(t *testing.T) {
