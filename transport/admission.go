@@ -66,6 +66,15 @@ func (a *admission) admit(now time.Time) (ok bool, wait time.Duration) {
 	return false, max(wait, time.Nanosecond)
 }
 
+// clockNow is now(), or the system's time when a listener has no clock of
+// its own.
+func clockNow(now func() time.Time) time.Time {
+	if now == nil {
+		return time.Now()
+	}
+	return now()
+}
+
 // validateRate reports a SessionRate or SessionBurst a listener cannot
 // use; kind names the configuration type in the message.
 func validateRate(kind string, rate float64, burst int) error {

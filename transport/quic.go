@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -287,7 +288,10 @@ func (l *QUICListener) admit(ctx context.Context, info *quic.ClientInfo) (contex
 		l.refused++
 		return nil, errRefused
 	}
-	now, from := l.now(), addrPort(info.RemoteAddr)
+	now, from := clockNow(l.now), netip.AddrPort{}
+	if info != nil {
+		from = addrPort(info.RemoteAddr)
+	}
 	if l.echoes.has(from, now) { // the rest of a first flight just refused
 		l.refusedR++
 		return nil, errRefused

@@ -358,7 +358,7 @@ func (l *TCPListener) admit(raw net.Conn) bool {
 		l.refused++
 		return false
 	}
-	if ok, _ := l.rate.admit(l.now()); !ok {
+	if ok, _ := l.rate.admit(clockNow(l.now)); !ok {
 		l.refusedR++ // a reset has no room for the wait
 		return false
 	}

@@ -158,7 +158,7 @@ func (l *XQUICListener) pump() {
 		case len(l.queue) == cap(l.queue): // only pump sends: no race
 			reason = fmt.Sprintf("connection refused: %d connections already wait to be accepted", cap(l.queue))
 		default:
-			if ok, wait := l.rate.admit(l.now()); !ok {
+			if ok, wait := l.rate.admit(clockNow(l.now)); !ok {
 				reason, overRate = rateReason(l.rateCfg, wait), true
 				break
 			}
