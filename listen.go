@@ -86,16 +86,18 @@ type ListenConfig struct {
 	// negative disables it.
 	IdleSessionTimeout time.Duration
 	// SessionRate is the number of new sessions a second the listener
-	// admits on average, counted from a connection's first packet: each
-	// new connection under the caps takes a token from a bucket that
-	// refills at this rate and holds up to SessionBurst. A connection
-	// that finds the bucket empty is refused the way the caps refuse
-	// one, before any state is built for it. A refused attempt takes no
-	// token, so clients that keep knocking do not push out the rest.
-	// Default DefaultSessionRate (500); negative means no rate limit.
+	// admits on average: each new connection under the caps takes a token
+	// from a bucket that refills at this rate and holds up to
+	// SessionBurst, when its first packet arrives (QUIC), when it is
+	// accepted (TCP, before TLS), or once its handshake is done
+	// (TransportXQUIC, which allows no earlier hook). A connection that
+	// finds the bucket empty is refused the way the caps refuse one. A
+	// refused attempt takes no token and owes none, so a storm of
+	// refusals does not delay the next admission. Default
+	// DefaultSessionRate (500); negative means no rate limit.
 	SessionRate float64
-	// SessionBurst is how many new sessions the listener admits at once
-	// after a quiet spell, on top of SessionRate. Zero means
+	// SessionBurst is the size of the bucket: how many new sessions the
+	// listener admits at once after a quiet spell. Zero means
 	// DefaultSessionBurst (500) when SessionRate is zero too, and one
 	// second's worth of SessionRate (at least 1) when SessionRate is set.
 	// It must not be negative.
