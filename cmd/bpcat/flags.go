@@ -150,7 +150,7 @@ func (f *sessionFlags) register(fs *flagSet) {
 	f.deadPeer = mux.DefaultDeadPeerTimeout
 	fs.Var(durationFlag{&f.deadPeer}, "dead-peer", "give the peer up for gone when nothing is heard from it for `DURATION` (at least 1s)")
 	fs.StringVar(&f.transport, "transport", string(bp.TransportQUIC), "the `TRANSPORT` to run bp/1 over: quic (quic-go), xquic (golang.org/x/net/quic: not for production) or tcp (TLS over TCP, where UDP is blocked; a lost packet then delays every stream); both ends must use the same")
-	fs.StringVar(&f.compress, "compress", "none", "compress the `CODEC`: zstd (ratio), s2 (speed) or none; the streams this side opens, both ways if the peer accepts it (the other end answers in kind), or what this side sends on the streams it accepts. Data that does not compress is sent as it is")
+	fs.StringVar(&f.compress, "compress", "none", "compress with `CODEC`: zstd (ratio), s2 (speed) or none. It applies to the streams this side opens, both ways if the peer accepts it (the other end answers in kind), and to what this side sends on the streams it accepts; data that does not compress goes as it is")
 	f.obs.register(fs)
 }
 
