@@ -115,7 +115,7 @@ type Stream struct {
 	// LatestWins's pending message and send turn (latest.go).
 	latest latestState
 
-	stats StreamStats
+	stats streamCounters
 
 	// Observability (stream_observe.go).
 	stallStart        time.Time   // the credit stall under way began
@@ -358,7 +358,7 @@ func (s *Stream) state() string {
 func (s *Stream) Stats() StreamStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.stats
+	st := s.stats.snapshot()
 	st.ID = s.id
 	st.SendLimit = s.send.Max()
 	st.SendCredit = s.send.Available()

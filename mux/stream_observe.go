@@ -82,7 +82,7 @@ func (s *Stream) endCreditStallLocked(now time.Time, resumed bool, out *eventBuf
 	var signal time.Duration
 	if resumed && !s.creditArrived.IsZero() {
 		signal = max(now.Sub(s.creditArrived)+s.sess.rtt()/2, 1)
-		s.stats.SignalLatency.Observe(signal)
+		s.stats.histograms().signal.Observe(signal)
 	}
 	s.stallEndedLocked(s.stallReason, d, signal, now, out)
 	s.stallStart, s.creditArrived = time.Time{}, time.Time{}

@@ -360,7 +360,7 @@ func (s *Stream) writeControl() {
 		s.sess.stats.updatesSent.Add(1)
 		if !s.updateDueAt.IsZero() {
 			d := now.Sub(s.updateDueAt)
-			s.stats.UpdateDelay.Observe(d)
+			s.stats.histograms().updateDelay.Observe(d)
 			s.sess.updateDelayed(d)
 			s.updateDueAt = time.Time{}
 		}
