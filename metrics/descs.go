@@ -104,6 +104,8 @@ func newDescs(constLabels prometheus.Labels) descs {
 				func(s *snapshot) float64 { return float64(s.listeners.Handshaking) }),
 			counter("listener_refused_total", "Connection attempts the tracked listeners refused, over their caps or after Close (in QUIC Initial packets).",
 				func(s *snapshot) float64 { return float64(s.listeners.Refused) }),
+			counter("listener_rate_refused_total", "Connection attempts the tracked listeners refused over their session rate (ListenConfig.SessionRate).",
+				func(s *snapshot) float64 { return float64(s.listeners.RefusedRate) }),
 		},
 		stalls: desc("stalls_total", "Stalls that ended, by reason: a writer with data and no credit (peer_window: the peer's application had not read; "+
 			"session_budget: the peer's budget refused more window), a write the transport held (transport), "+

@@ -240,6 +240,7 @@ func (c *Collector) snapshot() snapshot {
 		s.listeners.Sessions += ls.Sessions
 		s.listeners.Handshaking += ls.Handshaking
 		s.listeners.Refused += ls.Refused
+		s.listeners.RefusedRate += ls.RefusedRate
 	}
 	for k, n := range c.closes {
 		s.closes[k] = n

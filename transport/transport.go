@@ -132,7 +132,7 @@ var ErrConnClosed = errors.New("transport: connection closed")
 var ErrIdleTimeout = errors.New("idle timeout: nothing heard from the peer")
 
 // ErrConnRefused is returned (wrapped) when the server refused the
-// connection, as a bp/1 listener does over its session or handshake cap or
+// connection, as a bp/1 listener does over its session or handshake cap, its session rate, or
 // once it is closed (QUIC's CONNECTION_REFUSED), or when nothing listens
 // on the port (ICMP port unreachable).
 var ErrConnRefused = errors.New("connection refused")
