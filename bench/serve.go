@@ -75,6 +75,7 @@ func serveMain(implName, host string, many bool, heapProfile string) error {
 	var peakStop chan struct{}
 	var peakDone sync.WaitGroup
 	nMem := 0
+	var peakProfiled int64
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		switch cmd := strings.TrimSpace(in.Text()); cmd {
@@ -108,6 +109,12 @@ func serveMain(implName, host string, many bool, heapProfile string) error {
 								peakRaw.Store(m)
 							}
 							if m := memNow(true); m > peak.Load() {
+								// With -memprofile, the live heap at each new
+								// peak 5 % above the last one written.
+								if heapProfile != "" && m > peakProfiled+peakProfiled/20 {
+									peakProfiled = m
+									writeProfile("heap", heapProfile+".peak")
+								}
 								peak.Store(m)
 							}
 						}
