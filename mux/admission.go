@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/bpmux/bp/breaker"
 	"github.com/bpmux/bp/framing"
+	"github.com/bpmux/bp/retry"
 )
 
 // This file is the session's answers to a peer that asks too much, and to
@@ -180,4 +182,43 @@ func (sess *Session) checkStalls(now time.Time, streams []*Stream) {
 	if n >= bc.Stalled && sess.breaker.State() != breaker.Open {
 		sess.breaker.Trip()
 	}
+}
+
+// Refused reports whether an error means the peer did not take on the
+// work: it refused the stream (REFUSED_STREAM, often with a retry-after
+// hint), or the circuit breaker failed Open fast (ErrOverloaded). The
+// work may be tried again on a new stream; Session.Try does that.
+func Refused(err error) bool {
+	return errors.Is(err, ErrStreamRefused) || errors.Is(err, ErrOverloaded)
+}
+
+// Try opens a stream with opts and runs op on it, and when the peer turns
+// the work away (Refused: the stream was refused, or the breaker failed
+// the Open fast) tries again on a new stream, as policy says: exponential
+// backoff with full jitter, waiting at least the retry-after hint the
+// refusal carries, bounded by ctx and the policy's attempts. Any other
+// error of op, or of Open, is returned at once. The policy's own
+// Retryable, if set, can only narrow Refused. The stream is closed after
+// each attempt; op must be idempotent, since a refused stream's data was
+// not processed, but the data of a stream reset later may have been. A
+// nil policy makes one attempt.
+//
+// A peer learns that a stream is refused only from its first frames, so
+// op sees the refusal as the error of a Write or a Read: return it.
+func (sess *Session) Try(ctx context.Context, policy *retry.Policy, opts StreamOptions, op func(context.Context, *Stream) error) error {
+	attempt := func(ctx context.Context) error {
+		s, err := sess.OpenStream(ctx, opts)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return op(ctx, s)
+	}
+	if policy == nil {
+		return attempt(ctx)
+	}
+	p := *policy
+	user := p.Retryable
+	p.Retryable = func(err error) bool { return Refused(err) && (user == nil || user(err)) }
+	return p.Do(ctx, attempt)
 }

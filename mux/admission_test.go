@@ -42,7 +42,7 @@ func request(ctx context.Context, sess *Session, msg string) error {
 // are refused with REFUSED_STREAM and a retry-after hint the opener's
 // error carries; a retry that honours it lands after it, and is admitted.
 func TestStreamRateRefusesWithHint(t *testing.T) {
-	const rate = 5 // a token every 200 ms
+	const rate = 2 // a token every 500 ms
 	p := newPair(t, nil, &Config{StreamRate: rate, StreamBurst: 1})
 	echoServer(p.server)
 	ctx := ctxT(t)
@@ -80,6 +80,29 @@ func TestStreamRateRefusesWithHint(t *testing.T) {
 	for _, r := range retries {
 		assert.GreaterOrEqual(t, r.Delay, r.Hint, "every wait honours its hint")
 	}
+	// Session.Try does the same, given the policy.
+	require.Error(t, request(ctx, p.client, "refused again"))
+	tries := 0
+	err = p.client.Try(ctx, policy, StreamOptions{}, func(ctx context.Context, s *Stream) error {
+		tries++
+		if _, err := io.WriteString(s, "tried"); err != nil {
+			return err
+		}
+		s.CloseWrite()
+		got, err := io.ReadAll(s)
+		if err == nil && string(got) != "tried" {
+			err = errors.New("wrong echo")
+		}
+		return err
+	})
+	require.NoError(t, err)
+	assert.Greater(t, tries, 1, "the first try was refused")
+	notRefused := errors.New("not a refusal")
+	tries = 0
+	err = p.client.Try(ctx, policy, StreamOptions{}, func(context.Context, *Stream) error { tries++; return notRefused })
+	assert.ErrorIs(t, err, notRefused)
+	assert.Equal(t, 1, tries, "only refusals are tried again")
+
 	st := p.server.Stats()
 	assert.Positive(t, st.StreamsRateRefused)
 	assert.GreaterOrEqual(t, st.StreamsRefused, st.StreamsRateRefused)
