@@ -283,17 +283,7 @@ func (s *Stream) awaitLatestLocked(out *eventBuf) []byte {
 			s.latest.pending = nil
 			return msg
 		}
-		s.startCreditStallLocked(s.sess.cfg.Now(), out)
-		s.blockLocked()
-		s.mu.Unlock()
-		out.emit(s.sess)
-		s.flushControl()
-		select {
-		case <-s.writeReady:
-		case <-s.writeDeadline.wait():
-		case <-s.sess.done:
-		}
-		s.mu.Lock()
+		s.waitCreditLocked(out)
 	}
 }
 
@@ -351,17 +341,7 @@ func (s *Stream) reserveLatestLocked(want int, out *eventBuf) (int, error) {
 		if avail := s.send.Available(); avail > 0 {
 			return s.takeCreditLocked(uint64(want), avail, out)
 		}
-		s.startCreditStallLocked(s.sess.cfg.Now(), out)
-		s.blockLocked()
-		s.mu.Unlock()
-		out.emit(s.sess)
-		s.flushControl()
-		select {
-		case <-s.writeReady:
-		case <-s.writeDeadline.wait():
-		case <-s.sess.done:
-		}
-		s.mu.Lock()
+		s.waitCreditLocked(out)
 	}
 }
 

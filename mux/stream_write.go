@@ -102,13 +102,7 @@ func (s *Stream) reserveCreditLocked(want int, out *eventBuf) (int, error) {
 		avail := s.send.Available()
 		if s.overload == Drop {
 			if uint64(want) > avail {
-				s.stats.Drops++
-				s.stats.BytesDropped += uint64(want)
-				if s.sess.hooked {
-					ev := s.eventLocked(EventDropped, s.sess.cfg.Now())
-					ev.Dropped = uint64(want)
-					out.add(ev)
-				}
+				s.droppedLocked(want, out)
 				return 0, errDropped
 			}
 		}
@@ -118,17 +112,7 @@ func (s *Stream) reserveCreditLocked(want int, out *eventBuf) (int, error) {
 		if s.overload == FailFast {
 			return 0, ErrWouldBlock
 		}
-		s.startCreditStallLocked(s.sess.cfg.Now(), out)
-		s.blockLocked()
-		s.mu.Unlock()
-		out.emit(s.sess)
-		s.flushControl()
-		select {
-		case <-s.writeReady:
-		case <-s.writeDeadline.wait():
-		case <-s.sess.done:
-		}
-		s.mu.Lock()
+		s.waitCreditLocked(out)
 	}
 }
 
@@ -152,6 +136,23 @@ func (s *Stream) takeCreditLocked(want, avail uint64, out *eventBuf) (int, error
 		s.checkLevelLocked(MetricLag, lag, now, out)
 	}
 	return int(n), nil
+}
+
+// waitCreditLocked waits, as a stall for credit, until credit may have
+// arrived, the write deadline passed or the session ended; it releases
+// s.mu while it waits (and emits out), and holds it again on return.
+func (s *Stream) waitCreditLocked(out *eventBuf) {
+	s.startCreditStallLocked(s.sess.cfg.Now(), out)
+	s.blockLocked()
+	s.mu.Unlock()
+	out.emit(s.sess)
+	s.flushControl()
+	select {
+	case <-s.writeReady:
+	case <-s.writeDeadline.wait():
+	case <-s.sess.done:
+	}
+	s.mu.Lock()
 }
 
 // blockLocked queues BLOCKED for a writer out of credit, once per limit.
