@@ -465,9 +465,9 @@ func (r *runner) noteLink(c string, im impl, before linkStatsSnap) {
 		return
 	}
 	ab, ba := after.AtoB, after.BtoA
-	fmt.Fprintf(os.Stderr, "  %s %s link: a->b %d packets in, %d lost, %d queue drops, queue peak %d B; b->a %d in, %d lost, %d queue drops\n",
-		c, im.name, ab.PacketsIn-before.abIn, ab.DroppedLoss-before.abLoss, ab.DroppedQueue-before.abQueue, ab.QueuePeakBytes,
-		ba.PacketsIn-before.baIn, ba.DroppedLoss-before.baLoss, ba.DroppedQueue-before.baQueue)
+	fmt.Fprintf(os.Stderr, "  %s %s link: a->b %d packets in, %d lost, %d queue drops; b->a %d in, %d lost, %d queue drops; since setup: queue peak %d B, scheduler late by up to %v\n",
+		c, im.name, ab.PacketsIn-before.abIn, ab.DroppedLoss-before.abLoss, ab.DroppedQueue-before.abQueue,
+		ba.PacketsIn-before.baIn, ba.DroppedLoss-before.baLoss, ba.DroppedQueue-before.baQueue, ab.QueuePeakBytes, max(ab.LatePeak, ba.LatePeak))
 }
 
 type linkStatsSnap struct{ abIn, abLoss, abQueue, baIn, baLoss, baQueue uint64 }
