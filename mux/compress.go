@@ -234,7 +234,7 @@ func (s *Stream) sentFrame(c codec.Codec, f *compressedFrame) {
 	case f.flags&framing.FlagCompressed != 0:
 		s.stats.Compression.FramesCompressed++
 		cs.compressed.Add(1)
-	case c != codec.None:
+	case s.sess.peerAccepts(c): // a compressing stream's frame that went plain
 		s.stats.Compression.FramesPlain++
 		cs.plain.Add(1)
 	}

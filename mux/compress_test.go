@@ -188,6 +188,7 @@ func TestCompressionNotAccepted(t *testing.T) {
 	st := cs.Stats()
 	assert.Equal(t, codec.None, st.Compression.Codec)
 	assert.Equal(t, st.BytesSent, st.Compression.WireBytesSent)
+	assert.Zero(t, st.Compression.FramesPlain+st.Compression.FramesCompressed, "a stream the peer cannot take compressed is not a compressing stream")
 	assert.Zero(t, p.server.Stats().Compression.CodecMemory, "a session that accepts nothing holds no decoder")
 }
 
