@@ -70,7 +70,7 @@ func Ratio(app, wire uint64) float64 {
 
 // sessionCompression is the session's side of compression.
 type sessionCompression struct {
-	pool       *codec.Pool // nil when this side accepts no codec
+	pool       *codec.Pool // the codecs, shared by the streams
 	accepts    codec.Set   // what this side announced
 	peer       atomic.Uint64
 	settled    chan struct{} // closed when the peer's SETTINGS arrive
