@@ -78,6 +78,8 @@ func newDescs(constLabels prometheus.Labels) descs {
 				sum(func(st *mux.SessionStats) uint64 { return st.BudgetRefusals })),
 			counter("streams_rate_refused_total", "Streams opened by the peer and refused over the session's admission rate, with a retry-after hint (also in bp_streams_refused_total).",
 				sum(func(st *mux.SessionStats) uint64 { return st.StreamsRateRefused })),
+			counter("priority_refusals_total", "Window growth a session budget refused because of the stream's priority (kept for more urgent streams; also in bp_budget_refusals_total).",
+				sum(func(st *mux.SessionStats) uint64 { return st.PriorityRefusals })),
 			counter("opens_failed_fast_total", "Opens a session's circuit breaker failed fast (ErrOverloaded) because the peer was saturated.",
 				sum(func(st *mux.SessionStats) uint64 { return st.OpensFailedFast })),
 			gauge("breakers_not_closed", "Open sessions whose circuit breaker is open or half-open.",

@@ -192,6 +192,7 @@ func addCounters(dst, src *mux.SessionStats) {
 	dst.ThresholdCriticals += src.ThresholdCriticals
 	dst.StreamsRateRefused += src.StreamsRateRefused
 	dst.OpensFailedFast += src.OpensFailedFast
+	dst.PriorityRefusals += src.PriorityRefusals
 	c, sc := &dst.Compression, &src.Compression
 	c.WireBytesSent += sc.WireBytesSent
 	c.WireBytesReceived += sc.WireBytesReceived

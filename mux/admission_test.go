@@ -215,4 +215,5 @@ func TestPriorityUnderBudgetPressure(t *testing.T) {
 	assert.LessOrEqual(t, low.RecvWindow, uint64(budget/8))
 	assert.Greater(t, high.RecvWindow, 2*low.RecvWindow, "the urgent stream kept growing")
 	assert.LessOrEqual(t, p.server.Stats().BudgetUsed, p.server.Stats().BudgetTotal)
+	assert.Positive(t, p.server.Stats().PriorityRefusals, "the low stream's growth was refused for its priority")
 }

@@ -249,6 +249,10 @@ type SessionStats struct {
 	StreamsRateRefused uint64
 	OpensFailedFast    uint64
 	Breaker            string
+	// PriorityRefusals counts the BudgetRefusals that a stream's priority
+	// caused: the budget had room, kept for more urgent streams
+	// (Stream.SetPriority).
+	PriorityRefusals uint64
 }
 
 // IsAbuseCode reports whether code is one a session closes a misbehaving

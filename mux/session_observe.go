@@ -30,6 +30,7 @@ type sessionObs struct {
 	warnings, criticals                  atomic.Uint64
 	overloaded                           atomic.Uint64 // Opens the breaker failed fast
 	rateRefused                          atomic.Uint64 // peer streams over the admission rate
+	priorityRefusals                     atomic.Uint64 // growth refused for a stream's urgency
 }
 
 // startObserving sets up the session's hooks once its config is final.
@@ -154,6 +155,9 @@ func (sess *Session) windowCounted(before, after window.Counts) {
 	if d := after.Refusals - before.Refusals; d > 0 {
 		sess.obs.refusals.Add(d)
 	}
+	if d := after.PriorityRefusals - before.PriorityRefusals; d > 0 {
+		sess.obs.priorityRefusals.Add(d)
+	}
 }
 
 // fillObserved adds the observations to a stats snapshot.
@@ -171,6 +175,7 @@ func (sess *Session) fillObserved(st *SessionStats) {
 	st.ThresholdWarnings = sess.obs.warnings.Load()
 	st.ThresholdCriticals = sess.obs.criticals.Load()
 	st.StreamsRateRefused = sess.obs.rateRefused.Load()
+	st.PriorityRefusals = sess.obs.priorityRefusals.Load()
 	st.OpensFailedFast = sess.obs.overloaded.Load()
 	if sess.breaker != nil {
 		st.Breaker = sess.breaker.State().String()
