@@ -179,9 +179,7 @@ func (s *Stream) SetCompression(c codec.Codec) error {
 	if c != codec.None && s.sess.settingsRecvd.Load() && !s.sess.peerAccepts(c) {
 		return fmt.Errorf("%w: %v (it accepts %v)", ErrCodecNotAccepted, c, s.sess.PeerCompression())
 	}
-	s.mu.Lock()
-	s.codec = c
-	s.mu.Unlock()
+	s.setSendCodec(c)
 	return nil
 }
 
@@ -224,11 +222,10 @@ func (s *Stream) encode(c codec.Codec, p []byte) (f compressedFrame) {
 	return f
 }
 
-// sentFrame counts a DATA frame written.
-func (s *Stream) sentFrame(c codec.Codec, f *compressedFrame) {
+// sentFrameLocked counts a DATA frame written.
+func (s *Stream) sentFrameLocked(c codec.Codec, f *compressedFrame) {
 	cs := &s.sess.compress
 	cs.wireSent.Add(uint64(len(f.payload)))
-	s.mu.Lock()
 	s.stats.Compression.WireBytesSent += uint64(len(f.payload))
 	switch {
 	case f.flags&framing.FlagCompressed != 0:
@@ -238,8 +235,13 @@ func (s *Stream) sentFrame(c codec.Codec, f *compressedFrame) {
 		s.stats.Compression.FramesPlain++
 		cs.plain.Add(1)
 	}
-	s.mu.Unlock()
 }
+
+// sendCodec is the codec this side's direction uses, if the peer takes it.
+// It is read on every DATA frame, so it is an atomic rather than under mu.
+func (s *Stream) sendCodec() codec.Codec { return codec.Codec(s.codec.Load()) }
+
+func (s *Stream) setSendCodec(c codec.Codec) { s.codec.Store(uint32(c)) }
 
 // release gives back the encoder the frame's payload lived in.
 func (f *compressedFrame) release(sess *Session) {
@@ -256,7 +258,7 @@ func (s *Stream) receivedFrameLocked(h framing.Header, ch compressedHeader) {
 	if ch.codec != codec.None && ch.decoded == 0 {
 		// The opener's announcement (readCompressedPrefix checked it):
 		// it carries no stream bytes.
-		s.codec = ch.codec
+		s.setSendCodec(ch.codec)
 		return
 	}
 	s.stats.Compression.WireBytesReceived += h.Length

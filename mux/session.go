@@ -226,7 +226,7 @@ func (sess *Session) open(ctx context.Context, opts StreamOptions) (*Stream, err
 	}
 	s := newStream(sess, id, lane, recv, sess.peerInitial.Load())
 	s.accepted = true
-	s.codec = opts.Compression
+	s.setSendCodec(opts.Compression)
 	if opts.Priority != nil {
 		s.SetPriority(*opts.Priority)
 	}

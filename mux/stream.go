@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bpmux/bp/codec"
@@ -71,9 +72,9 @@ type Stream struct {
 	lastActive time.Time
 	send       window.Sender
 	overload   Overload
-	codec      codec.Codec // this side's direction is compressed with it, if the peer accepts it
-	probe      codec.Probe // whether the next frame is worth compressing; the writer's (writeMu)
-	prio       Priority    // SetPriority's
+	codec      atomic.Uint32 // codec.Codec this side's direction is compressed with, if the peer accepts it (sendCodec)
+	probe      codec.Probe   // whether the next frame is worth compressing; the writer's (writeMu)
+	prio       Priority      // SetPriority's
 	// The Retry After of the peer's RESET, when it refused the stream
 	// for its admission rate (SPEC.md 5.4); zero when none.
 	peerRetryAfter time.Duration
@@ -365,8 +366,8 @@ func (s *Stream) Stats() StreamStats {
 	st.PeerConsumed = s.peerConsumed
 	st.ConsumerLag = s.send.Sent() - s.peerConsumed
 	st.Compression.Codec = codec.None
-	if s.sess.peerAccepts(s.codec) {
-		st.Compression.Codec = s.codec
+	if c := s.sendCodec(); s.sess.peerAccepts(c) {
+		st.Compression.Codec = c
 	}
 	s.fillObservedLocked(&st, s.sess.cfg.Now())
 	if s.recv != nil {

@@ -120,7 +120,7 @@ func (s *Stream) reserveCreditLocked(want int, out *eventBuf) (int, error) {
 // at most one frame's worth, and counts them sent.
 func (s *Stream) takeCreditLocked(want, avail uint64, out *eventBuf) (int, error) {
 	n := min(want, avail, s.sess.peerMaxFrame.Load())
-	if s.codec != codec.None { // a frame is one block
+	if s.sendCodec() != codec.None { // a frame is one block
 		n = min(n, uint64(s.sess.compress.pool.MaxBlock()))
 	}
 	if err := s.send.OnSent(n); err != nil {
@@ -190,9 +190,7 @@ func (s *Stream) writeData(p []byte) error { return s.writeDataChecked(p, s.writ
 // writeDataChecked is writeData, with check (called under mu) saying
 // whether the frame may still be written.
 func (s *Stream) writeDataChecked(p []byte, check func() error) error {
-	s.mu.Lock()
-	c := s.codec
-	s.mu.Unlock()
+	c := s.sendCodec()
 	f := s.encode(c, p) // outside laneMu: control frames need not wait for it
 	s.laneMu.Lock()
 	s.mu.Lock()
@@ -215,11 +213,12 @@ func (s *Stream) writeDataChecked(p []byte, check func() error) error {
 		s.mu.Lock()
 		s.laneWriting = false
 		s.endTransportStallLocked(start, s.sess.cfg.Now(), &out)
+		if err == nil {
+			s.sentFrameLocked(c, &f)
+		}
 		s.mu.Unlock()
 		out.emit(s.sess)
-		if err == nil {
-			s.sentFrame(c, &f)
-		} else {
+		if err != nil {
 			err = s.dataWriteFailed(err)
 		}
 	}
