@@ -148,6 +148,10 @@ func DoValue[T any](ctx context.Context, p *Policy, op func(context.Context) (T,
 		if err == nil {
 			return v, nil
 		}
+		if ctx.Err() != nil && last != nil {
+			// ctx ended during this attempt: say what the earlier ones met too.
+			return zero, stopped(context.Cause(ctx), attempt+1, errors.Join(err, last))
+		}
 		last = err
 		if !p.retryable(err) {
 			return zero, err
