@@ -42,7 +42,7 @@ func (t *timing) setReps(n int) {
 }
 
 var fullTiming = timing{
-	reps: 5, reps8: 4, tcpReps: 5, rttReps: 2, holReps: 2, lossReps: 2,
+	reps: 7, reps8: 6, tcpReps: 5, rttReps: 2, holReps: 4, lossReps: 2,
 	stallReps: 2, resumeReps: 2, memReps: 2, idleReps: 2,
 	warm: 400 * time.Millisecond, measure: 1200 * time.Millisecond,
 	rttRun: 3 * time.Second, rttSkip: time.Second, rttFinal: time.Second,
@@ -75,6 +75,8 @@ type caseDef struct {
 	// impls and quick are the implementations a full and a -quick run use
 	// (nil: all); only, if set, bounds what -impls may choose.
 	impls, quick, only []string
+	// notQuick leaves the case out of -quick runs.
+	notQuick bool
 	// alias names the case that measures this one (cpu-per-gb comes from
 	// loopback-1's runs): run alone, this case runs that one's runs.
 	alias string
@@ -117,6 +119,8 @@ var cases = []caseDef{
 		impls: []string{"ours-tcp", "smux", "yamux"}, only: []string{"ours-tcp", "smux", "yamux", "http2"}},
 	{name: "rtt50-1", link: true, run: runRTT50, reps: func(t timing) int { return t.rttReps },
 		impls: pathImpls, quick: []string{"ours", "quic-go-large", "yamux", "http2"}},
+	{name: "rtt50-1-500", link: true, run: runRTT50Fast, reps: func(t timing) int { return t.rttReps },
+		impls: []string{"ours", "quic-go-large", "yamux", "http2"}, notQuick: true},
 	{name: "hol-latency", link: true, run: runHOL, reps: func(t timing) int { return t.holReps },
 		impls: []string{"ours", "quic-go", "ours-xquic", "ours-tcp", "smux", "yamux", "http2"},
 		quick: []string{"ours", "ours-tcp", "smux", "yamux", "http2"}},

@@ -249,6 +249,10 @@ func run() error {
 			shown = append(shown, c) // measured by the case it names
 			continue
 		}
+		if *quick && c.notQuick {
+			r.note("%s: skipped: not part of -quick", c.name)
+			continue
+		}
 		ims := c.implsFor(selImpls, *implList != "", *quick)
 		if len(ims) == 0 {
 			r.note("%s: skipped: none of the chosen implementations applies", c.name)
