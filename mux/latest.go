@@ -185,9 +185,8 @@ func (s *Stream) replacedLocked(n int, out *eventBuf) {
 	s.stats.Replaced++
 	s.stats.BytesReplaced += uint64(n)
 	if s.sess.hooked {
-		ev := s.eventLocked(EventReplaced, s.sess.cfg.Now())
+		ev := s.eventInto(out, EventReplaced, s.sess.cfg.Now())
 		ev.Dropped = uint64(n)
-		out.add(ev)
 	}
 }
 
@@ -196,9 +195,8 @@ func (s *Stream) droppedLocked(n int, out *eventBuf) {
 	s.stats.Drops++
 	s.stats.BytesDropped += uint64(n)
 	if s.sess.hooked {
-		ev := s.eventLocked(EventDropped, s.sess.cfg.Now())
+		ev := s.eventInto(out, EventDropped, s.sess.cfg.Now())
 		ev.Dropped = uint64(n)
-		out.add(ev)
 	}
 }
 

@@ -16,9 +16,17 @@ import (
 // ENHANCE_YOUR_CALM when the peer sends too many of them.
 func (sess *Session) useless() error {
 	if sess.uselessCount.Add(1) > int64(sess.cfg.MaxUselessFramesPerSecond) {
-		return sess.protocolErr(framing.EnhanceYourCalm, fmt.Errorf("more than %d useless frames in a second", sess.cfg.MaxUselessFramesPerSecond))
+		return sess.tooManyUseless()
 	}
 	return nil
+}
+
+// tooManyUseless closes the session for its useless frames; out of line,
+// so that useless stays small where the lane reader inlines it.
+//
+//go:noinline
+func (sess *Session) tooManyUseless() error {
+	return sess.protocolErr(framing.EnhanceYourCalm, fmt.Errorf("more than %d useless frames in a second", sess.cfg.MaxUselessFramesPerSecond))
 }
 
 // markHeard records that something arrived from the peer, at the coarse
@@ -51,6 +59,14 @@ func (sess *Session) paceSmallFrame() error {
 	if wait <= 0 {
 		return nil
 	}
+	return sess.paceWait(wait)
+}
+
+// paceWait is paceSmallFrame's wait, out of line so that the lane reader
+// that does not wait has no timer in its frames (see laneReader).
+//
+//go:noinline
+func (sess *Session) paceWait(wait time.Duration) error {
 	sess.stats.paced.Add(1)
 	t := time.NewTimer(wait)
 	defer t.Stop()

@@ -133,6 +133,7 @@ type Stream struct {
 	rd struct {
 		ctl     *controlScratch // made when the first control frame arrives
 		opening bool            // the next frame may be the opening empty DATA
+		flush   bool            // the frame just handled owes the peer frames (flushControl)
 	}
 }
 
@@ -380,13 +381,21 @@ func (s *Stream) Stats() StreamStats {
 	return st
 }
 
+// eventLocked returns the stream's event of kind k at now, with the
+// stream's windows and credit.
 func (s *Stream) eventLocked(k EventKind, now time.Time) Event {
-	ev := Event{Time: now, Stream: s.id, Kind: k, Limit: s.send.Max(), Credit: s.send.Available()}
+	var ev Event
+	s.setEventLocked(&ev, k, now)
+	return ev
+}
+
+// setEventLocked fills ev in as eventLocked's.
+func (s *Stream) setEventLocked(ev *Event, k EventKind, now time.Time) {
+	*ev = Event{Time: now, Stream: s.id, Kind: k, Limit: s.send.Max(), Credit: s.send.Available()}
 	if s.recv != nil {
 		if k <= EventPeerBlocked {
 			ev.Limit = s.recv.Limit()
 		}
 		ev.Window, ev.Consumed, ev.Buffered = s.recv.Window(), s.recv.Consumed(), s.recv.Buffered()
 	}
-	return ev
 }

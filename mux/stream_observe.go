@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"sync"
 	"time"
 )
 
@@ -9,27 +10,63 @@ import (
 // Everything here runs under s.mu and only collects events into an
 // eventBuf, which the caller emits once it holds no lock.
 
-// eventBuf collects a few events under a lock, to emit after it; it lives
-// on the caller's stack and never allocates.
+// eventBuf collects a few events under a lock, to emit after it. It is
+// two words on the caller's stack: the events go into an array from a
+// pool, taken by the first event, so that a stream with no observer
+// touches no array and the lane reader's frames hold no Events (its
+// stack stays at 2 KiB; see laneReader). It never allocates in steady
+// state.
 type eventBuf struct {
-	evs [4]Event
+	evs *[4]Event
 	n   int
 }
 
-func (b *eventBuf) add(ev Event) {
-	if b.n < len(b.evs) {
-		b.evs[b.n] = ev
-		b.n++
+// eventArrays holds the arrays of emitted eventBufs for the next ones.
+var eventArrays = sync.Pool{New: func() any { return new([4]Event) }}
+
+// next returns a zeroed place for one more event. Past the fourth, which
+// no caller reaches, it is a throwaway.
+func (b *eventBuf) next() *Event {
+	if b.evs == nil {
+		b.evs = eventArrays.Get().(*[4]Event)
 	}
+	if b.n == len(b.evs) {
+		return new(Event)
+	}
+	ev := &b.evs[b.n]
+	b.n++
+	*ev = Event{}
+	return ev
 }
 
 // emit hands the collected events to the session and empties b. The
 // caller holds no lock.
 func (b *eventBuf) emit(sess *Session) {
+	if b.evs != nil {
+		b.flush(sess)
+	}
+}
+
+// flush is emit's work, out of line so that emit's callers stay small.
+//
+//go:noinline
+func (b *eventBuf) flush(sess *Session) {
 	for i := range b.n {
 		sess.emit(b.evs[i])
 	}
-	b.n = 0
+	eventArrays.Put(b.evs)
+	b.evs, b.n = nil, 0
+}
+
+// eventInto adds the stream's event of kind k at now to out and returns
+// it, for the caller to fill in. It is out of line so that its callers'
+// frames (the lane reader's among them) hold no Event of their own.
+//
+//go:noinline
+func (s *Stream) eventInto(out *eventBuf, k EventKind, now time.Time) *Event {
+	ev := out.next()
+	s.setEventLocked(ev, k, now)
+	return ev
 }
 
 // startCreditStallLocked begins a stall for credit, if none is under way.
@@ -48,9 +85,8 @@ func (s *Stream) startCreditStallLocked(now time.Time, out *eventBuf) {
 	}
 	s.sess.stats.stalls.Add(1)
 	if s.sess.hooked {
-		ev := s.eventLocked(EventBlocked, now)
+		ev := s.eventInto(out, EventBlocked, now)
 		ev.Reason = s.stallReason
-		out.add(ev)
 	}
 }
 
@@ -95,9 +131,8 @@ func (s *Stream) stallEndedLocked(r BlockReason, d, signal time.Duration, now ti
 	s.stats.Blocked.add(r, d)
 	s.sess.stallEnded(r, d, signal)
 	if s.sess.hooked {
-		ev := s.eventLocked(EventUnblocked, now)
+		ev := s.eventInto(out, EventUnblocked, now)
 		ev.Reason, ev.Duration, ev.Signal = r, d, signal
-		out.add(ev)
 	}
 }
 
@@ -122,9 +157,8 @@ func (s *Stream) startUnreadStallLocked(limit uint64, now time.Time, out *eventB
 	}
 	s.unreadStart = now
 	if s.sess.hooked {
-		ev := s.eventLocked(EventBlocked, now)
+		ev := s.eventInto(out, EventBlocked, now)
 		ev.Reason = ReasonUnread
-		out.add(ev)
 	}
 }
 
@@ -172,9 +206,8 @@ func (s *Stream) checkLevelLocked(m Metric, v uint64, now time.Time, out *eventB
 		}
 	}
 	if s.sess.hooked {
-		ev := s.eventLocked(EventThreshold, now)
+		ev := s.eventInto(out, EventThreshold, now)
 		ev.Metric, ev.Level, ev.Value = m, next, v
-		out.add(ev)
 	}
 }
 
@@ -201,9 +234,8 @@ func (s *Stream) observeTickLocked(now time.Time, out *eventBuf) {
 	if !s.laneWriteStart.IsZero() && !s.transportShown && now.Sub(s.laneWriteStart) >= TransportStallThreshold {
 		s.transportShown = true
 		if s.sess.hooked {
-			ev := s.eventLocked(EventBlocked, now)
+			ev := s.eventInto(out, EventBlocked, now)
 			ev.Reason = ReasonTransport
-			out.add(ev)
 		}
 	}
 	if d := s.stallingForLocked(now); d > 0 {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
 	"github.com/bpmux/bp/window"
@@ -92,9 +93,8 @@ func (s *Stream) consumeLocked(p []byte, out *eventBuf) int {
 		s.checkLevelLocked(MetricUnread, s.recv.Buffered(), now, out)
 	}
 	if s.sess.hooked {
-		ev := s.eventLocked(EventConsumed, now)
+		ev := s.eventInto(out, EventConsumed, now)
 		ev.Value = uint64(n)
-		out.add(ev)
 	}
 	s.windowChangedLocked(oldWindow, oldCounts, now, out)
 	return n
@@ -123,12 +123,11 @@ func (s *Stream) windowChangedLocked(oldWindow uint64, before window.Counts, now
 		return
 	}
 	if s.recv.Window() != oldWindow {
-		out.add(s.eventLocked(EventWindowResized, now))
+		s.eventInto(out, EventWindowResized, now)
 	}
 	if after.Refusals != before.Refusals {
-		ev := s.eventLocked(EventBudgetRefused, now)
+		ev := s.eventInto(out, EventBudgetRefused, now)
 		ev.Value = after.Refused
-		out.add(ev)
 	}
 }
 
@@ -161,10 +160,19 @@ func (s *Stream) discardLocked() {
 //
 // An idle stream's reader waits here, at the top of its goroutine, with a
 // shallow Peek: waiting deeper (inside framing.ReadHeader, under the frame
-// loop) doubles every idle reader's stack from 2 KiB to 4 KiB.
+// loop) doubles every idle reader's stack from 2 KiB to 4 KiB. For the
+// same reason a frame never takes the reader much deeper than that wait
+// does, so that its stack stays at 2 KiB (the GC never shrinks it back,
+// as the wait alone uses more than a quarter of 4 KiB): DATA payloads are
+// read here, not beneath readFrames; the frames this side owes after
+// BLOCKED or STOP_SENDING are written from here (readFlush); and the
+// frame handlers keep their frames small, with their cold paths
+// (protocol errors, events, the small-frame pacer's wait) out of line.
+// The bench's idle-streams case measures the stack (StackInuse).
 func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
 	defer s.sess.wg.Done()
 	s.rd.opening = first != nil // the opener's first frame may be an empty DATA
+	var d dataFill              // a DATA payload readFrames left to read here
 	for {
 		if first == nil && br.Buffered() == 0 {
 			if _, err := br.Peek(1); err != nil {
@@ -173,16 +181,43 @@ func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
 			}
 		}
 		s.sess.markHeard()
-		if !s.readFrames(br, first) {
-			return
-		}
+		next := s.readFrames(br, first, &d)
 		first = nil
+		switch next {
+		case readEnded:
+			return
+		case readFlush: // the frame just read owes the peer frames of ours
+			s.flushControl()
+		case readFill:
+			_, err := io.ReadFull(br, d.p1)
+			if err == nil && len(d.p2) > 0 {
+				_, err = io.ReadFull(br, d.p2)
+			}
+			if err := s.dataEnd(&d, midFrame(err)); err != nil {
+				s.laneReadEnded(err)
+				return
+			}
+			s.rd.opening = false
+			d = dataFill{}
+		}
 	}
 }
 
+// readNext is what readFrames leaves laneReader to do.
+type readNext uint8
+
+const (
+	readMore  readNext = iota // wait for the lane's next bytes
+	readFill                  // read the DATA payload dataBegin made room for, then go on
+	readFlush                 // write what the frame just read owes the peer, then go on
+	readEnded                 // the lane or the session ended
+)
+
 // readFrames handles frames until the lane's read buffer is empty at a
-// frame boundary (true: wait for more) or the lane or session ends (false).
-func (s *Stream) readFrames(br *bufio.Reader, first *framing.Header) bool {
+// frame boundary (readMore), a frame leaves laneReader work to do
+// (readFill, with d filled in; readFlush), or the lane or the session
+// ends (readEnded).
+func (s *Stream) readFrames(br *bufio.Reader, first *framing.Header, d *dataFill) readNext {
 	for {
 		var h framing.Header
 		var err error
@@ -190,52 +225,83 @@ func (s *Stream) readFrames(br *bufio.Reader, first *framing.Header) bool {
 		case first != nil:
 			h, first = *first, nil
 		case br.Buffered() == 0:
-			return true
+			return readMore
 		default:
 			if h, err = framing.ReadHeader(br); err != nil {
 				s.laneReadEnded(err)
-				return false
+				return readEnded
 			}
 		}
 		// Frames of unknown type are skipped whatever their Flags and
 		// Stream ID say (SPEC.md 3.5).
 		if h.Type.Known() && (h.StreamID != s.id || !h.Type.IsStreamFrame()) {
-			s.sess.protocolError(framing.ProtocolError, fmt.Errorf("%v for stream %d on the lane of stream %d", h.Type, h.StreamID, s.id))
-			return false
+			s.wrongLane(h)
+			return readEnded
 		}
-		if h.Type == framing.TypeData {
-			if err := s.onData(br, h, s.rd.opening); err != nil {
-				s.laneReadEnded(err)
-				return false
+		if h.Type != framing.TypeData {
+			if !s.readControl(br, h) {
+				return readEnded
 			}
-			s.rd.opening = false
-			continue
-		}
-		if s.rd.ctl == nil {
-			s.rd.ctl = new(controlScratch)
-		}
-		ctl := s.rd.ctl
-		payload := ctl.payload[:h.Length]
-		if _, err := io.ReadFull(br, payload); err != nil {
-			s.laneReadEnded(midFrame(err))
-			return false
-		}
-		if !h.Type.Known() {
-			if err := s.sess.useless(); err != nil {
-				return false
+			if s.rd.flush {
+				s.rd.flush = false
+				return readFlush
 			}
 			continue
 		}
-		if err := framing.DecodePayload(&ctl.frame, h, payload); err != nil {
-			s.sess.protocolError(codeFor(err), err)
-			return false
+		if h.Flags&(framing.FlagCompressed|framing.FlagFIN) == 0 && h.Length > 0 && h.Length < SmallFrameBytes {
+			err = s.sess.paceSmallFrame() // here, not beneath dataBegin, for the same reason
+		}
+		var ch compressedHeader
+		if err == nil {
+			ch, err = s.dataBegin(br, h, s.rd.opening, d)
+		}
+		switch {
+		case err != nil:
+		case d.skip > 0:
+			if _, err = br.Discard(d.skip); err != nil {
+				err = midFrame(err)
+			}
+		case ch.codec != codec.None && ch.decoded > 0:
+			err = s.dataEnd(d, s.fillDecoded(br, ch, d.p1, d.p2))
+		case len(d.p1) > 0:
+			// The payload is read by laneReader, with only its frame above
+			// the read (see laneReader).
+			return readFill
+		}
+		if err != nil {
+			s.laneReadEnded(err)
+			return readEnded
 		}
 		s.rd.opening = false
-		if err := s.onControl(&ctl.frame); err != nil {
-			s.sess.fail(err)
-			return false
-		}
+		*d = dataFill{}
 	}
+}
+
+// readControl reads and applies a control frame (or one of unknown type)
+// with header h: true to go on, false if the lane or session ended.
+func (s *Stream) readControl(br *bufio.Reader, h framing.Header) bool {
+	if s.rd.ctl == nil {
+		s.rd.ctl = new(controlScratch)
+	}
+	ctl := s.rd.ctl
+	payload := ctl.payload[:h.Length]
+	if _, err := io.ReadFull(br, payload); err != nil {
+		s.laneReadEnded(midFrame(err))
+		return false
+	}
+	if !h.Type.Known() {
+		return s.sess.useless() == nil
+	}
+	if err := framing.DecodePayload(&ctl.frame, h, payload); err != nil {
+		s.sess.protocolError(codeFor(err), err)
+		return false
+	}
+	s.rd.opening = false
+	if err := s.onControl(&ctl.frame); err != nil {
+		s.sess.fail(err)
+		return false
+	}
+	return true
 }
 
 // Receive buffer sizes: a buffer starts at no less than minRing and
@@ -307,51 +373,62 @@ func (s *Stream) laneReadFailed(le *transport.LaneError) {
 	}
 }
 
-// onData receives one DATA frame, reading its payload straight into the
-// stream's buffer after checking it against the granted credit.
-func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error {
-	fin := h.Flags&framing.FlagFIN != 0
+// dataFill is what dataBegin leaves the lane reader to do with a DATA
+// frame's payload: read it into p1 and p2, the free region of the
+// stream's buffer (decoding it first if it is compressed), or discard
+// skip bytes of it.
+type dataFill struct {
+	p1, p2 []byte
+	skip   int
+	fin    bool
+}
+
+// dataBegin receives one DATA frame up to its payload: it checks the
+// frame against the granted credit and makes room for the payload in the
+// stream's buffer. It says in d where the payload goes, and in ch how it
+// is compressed if it is; once the lane reader has read it there,
+// dataEnd commits it.
+func (s *Stream) dataBegin(br *bufio.Reader, h framing.Header, opening bool, d *dataFill) (ch compressedHeader, _ error) {
+	d.fin = h.Flags&framing.FlagFIN != 0
 	if h.Length > s.sess.cfg.MaxFramePayload {
-		return s.sess.protocolErr(framing.FrameSizeError, fmt.Errorf("stream %d: DATA of %d bytes exceeds SETTINGS_MAX_FRAME_PAYLOAD %d", s.id, h.Length, s.sess.cfg.MaxFramePayload))
+		return ch, s.dataTooLarge(h.Length)
 	}
 	// n is the application bytes the frame carries, which flow control
 	// counts, and wire what is left of it to read from the lane.
 	n, wire := int(h.Length), int(h.Length)
-	compressed := h.Flags&framing.FlagCompressed != 0
-	var ch compressedHeader
-	if compressed {
+	if h.Flags&framing.FlagCompressed != 0 {
 		var err error
 		if ch, err = s.readCompressedPrefix(br, h, opening); err != nil {
-			return err
+			return ch, err
 		}
 		n, wire = ch.decoded, ch.block
 	}
-	if n > 0 && n < SmallFrameBytes && !fin {
+	if ch.codec != codec.None && n > 0 && n < SmallFrameBytes && !d.fin { // readFrames paces the others
 		if err := s.sess.paceSmallFrame(); err != nil {
-			return err
+			return ch, err
 		}
 	}
 	s.mu.Lock()
 	if err := s.lc.onPeerData(); err != nil {
 		s.mu.Unlock()
-		return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
+		return ch, s.streamErr(framing.ProtocolError, err)
 	}
 	if s.recv == nil {
 		s.mu.Unlock()
-		return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: DATA on a finished stream", s.id))
+		return ch, s.streamErr(framing.ProtocolError, errDataFinished)
 	}
 	if err := s.recv.OnData(uint64(n)); err != nil {
 		s.mu.Unlock()
-		return s.sess.protocolErr(framing.FlowControlError, fmt.Errorf("stream %d: %w", s.id, err))
+		return ch, s.streamErr(framing.FlowControlError, err)
 	}
 	s.stats.BytesReceived += uint64(n)
 	s.sess.stats.bytesReceived.Add(uint64(n))
 	s.receivedFrameLocked(h, ch)
 	s.answeredLocked()
-	if n == 0 && !fin && !opening {
+	if n == 0 && !d.fin && !opening {
 		s.mu.Unlock()
 		if err := s.sess.useless(); err != nil {
-			return err
+			return ch, err
 		}
 		s.mu.Lock()
 	}
@@ -359,42 +436,40 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 		// Nobody will read it: count it, return its credit silently, drop it.
 		s.recv.OnConsumed(uint64(n), s.sess.cfg.Now())
 		s.pendUpdate = false
-		if fin {
+		if d.fin {
 			s.lc.onPeerFin()
 		}
 		s.mu.Unlock()
-		if _, err := br.Discard(wire); err != nil {
-			return midFrame(err)
-		}
-		return nil
+		d.skip = wire
+		return ch, nil
 	}
 	if n == 0 {
-		if fin {
+		if d.fin {
 			s.lc.onPeerFin()
 		}
 		s.mu.Unlock()
-		if fin {
+		if d.fin {
 			signal(s.readReady)
 			s.flushControl()
 		}
-		return nil
+		return ch, nil
 	}
 	if need := s.buf.len() + n; need > s.buf.cap() {
 		limit := int(max(s.recv.Window(), s.recv.BufferSize()))
 		s.buf.grow(min(max(need, 2*s.buf.cap(), minRing), limit))
 		s.recv.SetBufferCap(uint64(s.buf.cap()))
 	}
-	p1, p2 := s.buf.free(n)
+	d.p1, d.p2 = s.buf.free(n)
 	s.filling = true
 	s.mu.Unlock()
+	return ch, nil
+}
 
-	var err error
-	if compressed {
-		err = s.fillDecoded(br, ch, p1, p2)
-	} else if _, err = io.ReadFull(br, p1); err == nil && len(p2) > 0 {
-		_, err = io.ReadFull(br, p2)
-	}
-
+// dataEnd commits the payload of the DATA frame dataBegin began, which
+// the lane reader has read into d's region of the buffer unless err says
+// why not, and wakes the application's Read.
+func (s *Stream) dataEnd(d *dataFill, err error) error {
+	n := len(d.p1) + len(d.p2)
 	s.mu.Lock()
 	s.filling = false
 	if s.removed && s.recv != nil { // retired while we filled: release here
@@ -406,10 +481,7 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	}
 	if err != nil {
 		s.mu.Unlock()
-		if compressed { // fillDecoded said what went wrong
-			return err
-		}
-		return midFrame(err)
+		return err
 	}
 	if s.readClosed {
 		s.discardLocked()
@@ -420,7 +492,7 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	}
 	now := s.sess.cfg.Now()
 	s.lastActive = now
-	if fin {
+	if d.fin {
 		s.lc.onPeerFin()
 	}
 	var out eventBuf
@@ -430,7 +502,7 @@ func (s *Stream) onData(br *bufio.Reader, h framing.Header, opening bool) error 
 	s.mu.Unlock()
 	out.emit(s.sess)
 	signal(s.readReady)
-	if fin {
+	if d.fin {
 		s.flushControl()
 	}
 	return nil
@@ -445,7 +517,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 	case framing.TypeWindowUpdate:
 		if f.Consumed > f.Offset || f.Consumed > s.send.Sent() {
 			s.mu.Unlock()
-			return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: WINDOW_UPDATE reports %d consumed of %d sent (limit %d)", s.id, f.Consumed, s.send.Sent(), f.Offset))
+			return s.badUpdate(f)
 		}
 		s.stats.UpdatesReceived++
 		s.sess.stats.updatesReceived.Add(1)
@@ -464,9 +536,8 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			s.creditLocked(now, s.peerBudgetLimited)
 		}
 		if grew && s.sess.hooked {
-			ev := s.eventLocked(EventCredit, now)
+			ev := s.eventInto(&out, EventCredit, now)
 			ev.Consumed = f.Consumed
-			out.add(ev)
 		}
 		if consumedGrew && s.sess.thresholds {
 			s.checkLevelLocked(MetricLag, s.lagLocked(), now, &out)
@@ -486,9 +557,8 @@ func (s *Stream) onControl(f *framing.Frame) error {
 		s.recv.SetRTT(s.sess.rtt())
 		_, grant := s.recv.OnBlocked(f.Offset, now)
 		if s.sess.hooked {
-			e := s.eventLocked(EventPeerBlocked, now)
+			e := s.eventInto(&out, EventPeerBlocked, now)
 			e.Limit = f.Offset
-			out.add(e)
 		}
 		if grant {
 			s.grantedLocked(now, &out)
@@ -502,11 +572,11 @@ func (s *Stream) onControl(f *framing.Frame) error {
 				return err
 			}
 		}
-		s.flushControl()
+		s.rd.flush = true
 	case framing.TypeReset:
 		if err := s.lc.onPeerReset(); err != nil {
 			s.mu.Unlock()
-			return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
+			return s.streamErr(framing.ProtocolError, err)
 		}
 		s.refusedByPeerLocked(f)
 		refused := s.peerResetLocked(f.ErrorCode)
@@ -529,7 +599,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 		s.wakeWaitConsumedLocked()
 		s.mu.Unlock()
 		signal(s.writeReady)
-		s.flushControl()
+		s.rd.flush = true
 	default:
 		s.mu.Unlock()
 	}
@@ -600,6 +670,45 @@ func (s *Stream) tick(now time.Time, idleFor time.Duration) {
 	s.observeTickLocked(now, &out)
 	s.mu.Unlock()
 	out.emit(s.sess)
+}
+
+// The protocol errors the frame handlers return are made out of line, so
+// that fmt.Errorf's arguments are not in the handlers' frames (see
+// laneReader).
+
+// errDataFinished is DATA that arrived after the stream was finished.
+var errDataFinished = errors.New("DATA on a finished stream")
+
+// streamErr closes the session with a protocol error of code: err, on
+// this stream.
+//
+//go:noinline
+func (s *Stream) streamErr(code framing.ErrorCode, err error) error {
+	return s.sess.protocolErr(code, fmt.Errorf("stream %d: %w", s.id, err))
+}
+
+// dataTooLarge closes the session for a DATA frame of length bytes,
+// over SETTINGS_MAX_FRAME_PAYLOAD.
+//
+//go:noinline
+func (s *Stream) dataTooLarge(length uint64) error {
+	return s.sess.protocolErr(framing.FrameSizeError, fmt.Errorf("stream %d: DATA of %d bytes exceeds SETTINGS_MAX_FRAME_PAYLOAD %d", s.id, length, s.sess.cfg.MaxFramePayload))
+}
+
+// badUpdate closes the session for a WINDOW_UPDATE f that reports more
+// consumed than its limit or than was sent. The caller holds s.mu.
+//
+//go:noinline
+func (s *Stream) badUpdate(f *framing.Frame) error {
+	return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: WINDOW_UPDATE reports %d consumed of %d sent (limit %d)", s.id, f.Consumed, s.send.Sent(), f.Offset))
+}
+
+// wrongLane closes the session for a frame h of another stream, or of the
+// session, on this stream's lane.
+//
+//go:noinline
+func (s *Stream) wrongLane(h framing.Header) {
+	s.sess.protocolError(framing.ProtocolError, fmt.Errorf("%v for stream %d on the lane of stream %d", h.Type, h.StreamID, s.id))
 }
 
 // midFrame reports a lane that ended inside a frame's payload.

@@ -336,8 +336,7 @@ func (s *Stream) hasPendingLocked() bool {
 // the lifecycle allows it; the caller holds laneMu.
 func (s *Stream) writeControl() {
 	now := s.sess.cfg.Now()
-	var events [2]Event
-	nev := 0
+	var out eventBuf
 	buf := s.sess.frameBuf()
 	defer s.sess.putFrameBuf(buf)
 	s.mu.Lock()
@@ -354,8 +353,7 @@ func (s *Stream) writeControl() {
 		if s.recv.BudgetLimited() && s.sess.peerBudgetSignal.Load() {
 			flags = framing.FlagBudgetLimited
 		}
-		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeWindowUpdate, Flags: flags, StreamID: s.id},
-			Offset: s.sentLimit, Consumed: s.sentConsumed})
+		b = appendControl(b, framing.Header{Type: framing.TypeWindowUpdate, Flags: flags, StreamID: s.id}, s.sentLimit, s.sentConsumed, 0)
 		s.stats.UpdatesSent++
 		s.sess.stats.updatesSent.Add(1)
 		if !s.updateDueAt.IsZero() {
@@ -365,23 +363,22 @@ func (s *Stream) writeControl() {
 			s.updateDueAt = time.Time{}
 		}
 		if s.sess.hooked {
-			events[nev] = s.eventLocked(EventGrant, now)
-			nev++
+			s.eventInto(&out, EventGrant, now)
 		}
 	}
 	s.pendUpdate, s.lc.finalUpdateOwed = false, false
 	if s.pendBlocked && s.lc.writable() {
-		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeBlocked, StreamID: s.id}, Offset: s.blockedLimit})
+		b = appendControl(b, framing.Header{Type: framing.TypeBlocked, StreamID: s.id}, s.blockedLimit, 0, 0)
 		s.stats.BlockedSent++
 	}
 	s.pendBlocked = false
 	if s.lc.stopOwed {
-		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeStopSending, StreamID: s.id}, ErrorCode: s.localStop})
+		b = appendControl(b, framing.Header{Type: framing.TypeStopSending, StreamID: s.id}, 0, 0, s.localStop)
 		s.lc.stopOwed = false
 	}
 	switch s.lc.send {
 	case sendResetQueued:
-		b = appendFrame(b, &framing.Frame{Header: framing.Header{Type: framing.TypeReset, StreamID: s.id}, ErrorCode: s.localReset})
+		b = appendControl(b, framing.Header{Type: framing.TypeReset, StreamID: s.id}, 0, 0, s.localReset)
 		s.wakeWaitConsumedLocked()
 	case sendFinQueued:
 		b = framing.AppendDataHeader(b, s.id, 0, true)
@@ -414,9 +411,17 @@ func (s *Stream) writeControl() {
 			s.maybeRemove()
 		}
 	}
-	for _, ev := range events[:nev] {
-		s.sess.emit(ev)
-	}
+	out.emit(s.sess)
+}
+
+// appendControl appends one of a stream's control frames: header h with
+// the fields that frame type has. It is out of line so that the Frame it
+// encodes is not in the frame of writeControl, which the lane reader
+// calls (see laneReader).
+//
+//go:noinline
+func appendControl(b []byte, h framing.Header, offset, consumed uint64, code framing.ErrorCode) []byte {
+	return appendFrame(b, &framing.Frame{Header: h, Offset: offset, Consumed: consumed, ErrorCode: code})
 }
 
 func appendFrame(b []byte, f *framing.Frame) []byte {
