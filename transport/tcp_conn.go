@@ -20,9 +20,13 @@ import (
 // lanes' turns (tcpframe.MaxData each) per system call.
 const tcpBatch = 4 * tcpframe.MaxData
 
-// tcpReadBuffer is the size of the reader's buffer: a batch of frames, and
-// always more than tcpframe.MaxFrame.
-const tcpReadBuffer = 64 << 10
+// tcpReadBuffer is the size of the reader's buffer, which must hold
+// tcpframe.MaxFrame. It is small on purpose: the reader reads a
+// LANE_DATA payload straight from TLS into its lane's queue once the
+// buffer is empty (see receiveData), so the buffer mostly carries frame
+// headers and small frames, and what it takes in of a large payload is
+// copied twice.
+const tcpReadBuffer = 2 << 10
 
 // errBufferExceeded is the cause of a connection closed because the peer
 // sent more unread data than MaxLaneBuffer or MaxConnBuffer allow.
@@ -68,7 +72,8 @@ type tcpConn struct {
 	ctlIn      *tcpLane // the peer's control lane, once a frame for it came
 	ctlTaken   bool
 	ctlWake    tcpWaker
-	buffered   int // bytes received on all lanes and not read yet
+	buffered   int       // bytes received on all lanes and not read yet
+	chunks     chunkPool // the lanes' spare chunks
 
 	ring     []*tcpLane // lanes with data or a FIN to send, in turn
 	ctrl     []byte     // encoded LANE_RESET and LANE_STOP frames to send
@@ -249,6 +254,14 @@ func (c *tcpConn) close(err error, final []byte, hard bool) {
 	c.closeErr, c.final, c.hard = err, final, hard
 	close(c.done)
 	c.incoming, c.ring, c.ctrl = nil, nil, nil
+	// What the lanes hold is of no more use: calls now fail with
+	// closeErr. Their chunks go back to the pool.
+	for _, l := range c.lanes {
+		l.in.Reset()
+		l.out.Reset()
+	}
+	c.buffered = 0
+	c.chunks.trim(true)
 	c.mu.Unlock()
 	if c.release != nil {
 		c.release()
@@ -288,11 +301,15 @@ func (c *tcpConn) keepalive() {
 				c.close(fmt.Errorf("%w: %w: nothing heard for %v", ErrConnClosed, ErrIdleTimeout, silent.Round(time.Millisecond)), nil, true)
 				return
 			}
-			if n%2 == 0 {
-				c.mu.Lock()
+			c.mu.Lock()
+			c.chunks.trim(false) // an idle connection keeps no spare chunk
+			ping := n%2 == 0
+			if ping {
 				c.ping = true
 				c.pingVal++
-				c.mu.Unlock()
+			}
+			c.mu.Unlock()
+			if ping {
 				c.kick()
 			}
 		}
@@ -303,7 +320,8 @@ func (c *tcpConn) keepalive() {
 // final frame, and half-closes.
 func (c *tcpConn) writeLoop() {
 	defer close(c.writerDone)
-	buf := make([]byte, 0, tcpBatch+2*tcpframe.MaxFrame)
+	// A batch ends past tcpBatch by at most one LANE_DATA.
+	buf := make([]byte, 0, tcpBatch+tcpframe.MaxData+2*tcpframe.MaxFrame)
 	for {
 		c.mu.Lock()
 		for c.closeErr == nil && !c.hasWorkLocked() {
@@ -369,8 +387,9 @@ func (c *tcpConn) fillLocked(b []byte, now time.Time) []byte {
 		if l.resetErr != nil {
 			continue // its data was dropped; LANE_RESET is in ctrl
 		}
-		if n := l.out.Len(); n > 0 {
-			b = tcpframe.AppendData(b, l.id, l.out.Next(min(n, tcpframe.MaxData)))
+		if n := min(l.out.Len(), tcpframe.MaxData); n > 0 {
+			b = tcpframe.Append(b, tcpframe.Frame{Type: tcpframe.TypeData, Lane: l.id, Length: n})
+			b = l.out.AppendTo(b, n)
 			l.writeWake.wake()
 		}
 		switch {
@@ -399,14 +418,16 @@ func (c *tcpConn) readLoop() {
 		c.raw.Close()
 	}()
 	br := bufio.NewReaderSize(c.tc, tcpReadBuffer)
-	scratch := make([]byte, tcpframe.MaxData)
-	heard := false // a frame arrived
+	pieces := make([][]byte, 0, 3) // a payload's space in its lane's queue
+	heard := false                 // a frame arrived
 	for {
 		f, err := readTCPFrame(br)
-		if err == nil && f.Type == tcpframe.TypeData {
-			_, err = io.ReadFull(br, scratch[:f.Length])
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
+		open := false
+		if err == nil {
+			if f.Type == tcpframe.TypeData {
+				open, err = c.receiveData(br, f, pieces)
+			} else {
+				open = c.handle(f)
 			}
 		}
 		if err != nil {
@@ -419,11 +440,100 @@ func (c *tcpConn) readLoop() {
 		}
 		heard = true
 		c.lastRecv.Store(time.Now().UnixNano())
-		if !c.handle(f, scratch[:f.Length]) {
+		if !open {
 			break
 		}
 	}
 	io.Copy(io.Discard, br) // until the peer closes, or the linger deadline
+}
+
+// receiveData reads the payload of the LANE_DATA frame f, whose header
+// came from br, into its lane's queue. A payload br holds whole is copied
+// from br under the lock. A longer one is read without the lock into
+// space its lane's queue lends out (chunkQueue.Reserve), from br and then
+// straight from TLS once br is empty, so that most of it is copied once:
+// pieces is the reader's scratch for that space. receiveData returns
+// false once the connection is closed, and an error if reading failed.
+func (c *tcpConn) receiveData(br *bufio.Reader, f tcpframe.Frame, pieces [][]byte) (bool, error) {
+	c.mu.Lock()
+	if c.closeErr != nil {
+		c.mu.Unlock()
+		return false, nil
+	}
+	l, code, msg := c.laneForLocked(f)
+	want := false
+	if code == 0 && l != nil {
+		want, code, msg = l.admitDataLocked(f.Length)
+	}
+	switch {
+	case code != 0:
+		c.mu.Unlock()
+		c.abort(code, msg)
+		return false, nil
+	case !want: // a lane gone, or stopped
+		c.mu.Unlock()
+		_, err := br.Discard(f.Length)
+		return true, midFrameEOF(err)
+	case br.Buffered() >= f.Length:
+		data, _ := br.Peek(f.Length)
+		l.receiveLocked(data)
+		c.mu.Unlock()
+		br.Discard(f.Length)
+		return true, nil
+	}
+	pieces = l.in.Reserve(f.Length, pieces[:0])
+	c.mu.Unlock()
+	err := readPieces(br, c.tc, pieces)
+	clear(pieces) // let no chunk stay reachable from here
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil || c.closeErr != nil || !l.wantsDataLocked() {
+		l.in.Commit(0) // dropped meanwhile by CancelRead or the close
+		if c.closeErr != nil {
+			c.chunks.trim(true)
+		}
+		return err == nil && c.closeErr == nil, err
+	}
+	l.in.Commit(f.Length)
+	l.receivedLocked(f.Length)
+	return true, nil
+}
+
+// readPieces fills each of pieces in turn: from what br holds, and once
+// br is empty, straight from src, br's own source, so that the bytes do
+// not pass through br.
+func readPieces(br *bufio.Reader, src io.Reader, pieces [][]byte) error {
+	left := 0
+	for _, p := range pieces {
+		left += len(p)
+	}
+	for _, p := range pieces {
+		for len(p) > 0 {
+			var n int
+			var err error
+			if br.Buffered() > 0 {
+				n, err = br.Read(p)
+			} else {
+				n, err = src.Read(p)
+			}
+			p = p[n:]
+			left -= n
+			if err != nil && left > 0 {
+				return midFrameEOF(err)
+			}
+			// An error with the last bytes comes back on the next read.
+		}
+	}
+	return nil
+}
+
+// midFrameEOF turns the end of the stream inside a frame into
+// io.ErrUnexpectedEOF.
+func midFrameEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // readError turns an error reading the socket into the connection's. A
@@ -471,9 +581,9 @@ func readTCPFrame(br *bufio.Reader) (tcpframe.Frame, error) {
 	}
 }
 
-// handle applies one frame; data is LANE_DATA's payload. It returns false
-// once the connection is closed.
-func (c *tcpConn) handle(f tcpframe.Frame, data []byte) bool {
+// handle applies one frame other than LANE_DATA (see receiveData). It
+// returns false once the connection is closed.
+func (c *tcpConn) handle(f tcpframe.Frame) bool {
 	switch f.Type {
 	case tcpframe.TypeClose:
 		c.close(&ApplicationError{Code: f.Code, Remote: true, Reason: string(f.Reason)}, nil, false)
@@ -491,7 +601,7 @@ func (c *tcpConn) handle(f tcpframe.Frame, data []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	code, msg := c.handleLocked(f, data)
+	code, msg := c.handleLocked(f)
 	c.mu.Unlock()
 	if code != 0 {
 		c.abort(code, msg)
@@ -500,9 +610,9 @@ func (c *tcpConn) handle(f tcpframe.Frame, data []byte) bool {
 	return true
 }
 
-// handleLocked applies a frame other than CLOSE and ABORT. It returns an
-// ABORT code and reason if the frame breaks a rule.
-func (c *tcpConn) handleLocked(f tcpframe.Frame, data []byte) (uint64, string) {
+// handleLocked applies a frame other than LANE_DATA, CLOSE and ABORT. It
+// returns an ABORT code and reason if the frame breaks a rule.
+func (c *tcpConn) handleLocked(f tcpframe.Frame) (uint64, string) {
 	switch f.Type {
 	case tcpframe.TypeMaxLanes:
 		if f.Value < c.peerMax {
@@ -527,8 +637,6 @@ func (c *tcpConn) handleLocked(f tcpframe.Frame, data []byte) (uint64, string) {
 		return code, msg
 	}
 	switch f.Type {
-	case tcpframe.TypeData:
-		return l.receiveLocked(data)
 	case tcpframe.TypeFin:
 		return l.finLocked()
 	case tcpframe.TypeReset:

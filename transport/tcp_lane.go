@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -24,23 +23,23 @@ type tcpLane struct {
 	local bool // opened by this side
 
 	// Sending direction.
-	out       bytes.Buffer // written, not yet sent; at most set.sendBuf bytes
-	queued    bool         // in c.ring
-	finReq    bool         // CloseWrite: a FIN follows the data
-	finSent   bool         // the FIN went to the writer
-	resetErr  *LaneError   // the direction is cancelled (CancelWrite, or the peer's LANE_STOP): what Write returns
-	deadline  time.Time    // SetWriteDeadline; zero for none
-	writeWake tcpWaker     // room in out, a new deadline, or the direction ended
-	sendDone  bool         // nothing more is sent, and the application knows it
+	out       chunkQueue // written, not yet sent; at most set.sendBuf bytes
+	queued    bool       // in c.ring
+	finReq    bool       // CloseWrite: a FIN follows the data
+	finSent   bool       // the FIN went to the writer
+	resetErr  *LaneError // the direction is cancelled (CancelWrite, or the peer's LANE_STOP): what Write returns
+	deadline  time.Time  // SetWriteDeadline; zero for none
+	writeWake tcpWaker   // room in out, a new deadline, or the direction ended
+	sendDone  bool       // nothing more is sent, and the application knows it
 
 	// Receiving direction.
-	in          bytes.Buffer // received, not yet read
-	fin         bool         // the peer's LANE_FIN arrived
-	remoteReset *LaneError   // the peer's LANE_RESET arrived: what Read returns
-	readErr     *LaneError   // CancelRead: what Read returns
-	doneRead    bool         // Read returned io.EOF or the reset error
-	readWake    tcpWaker     // data, FIN or reset arrived, or CancelRead
-	recvDone    bool         // this side reads nothing more
+	in          chunkQueue // received, not yet read; at most set.laneBuf bytes
+	fin         bool       // the peer's LANE_FIN arrived
+	remoteReset *LaneError // the peer's LANE_RESET arrived: what Read returns
+	readErr     *LaneError // CancelRead: what Read returns
+	doneRead    bool       // Read returned io.EOF or the reset error
+	readWake    tcpWaker   // data, FIN or reset arrived, or CancelRead
+	recvDone    bool       // this side reads nothing more
 
 	counted bool // a lane the peer opened, not yet credited back
 }
@@ -50,6 +49,7 @@ var _ Lane = (*tcpLane)(nil)
 // newLane registers a lane under id.
 func (c *tcpConn) newLane(id uint64, local bool) *tcpLane {
 	l := &tcpLane{c: c, id: id, uni: id&tcpframe.UniBit != 0, local: local}
+	l.in.pool, l.out.pool = &c.chunks, &c.chunks
 	c.lanes[id] = l
 	return l
 }
@@ -167,7 +167,7 @@ func (l *tcpLane) CancelWrite(code uint64) {
 		return
 	}
 	l.resetErr = &LaneError{Code: code}
-	l.out = bytes.Buffer{}
+	l.out.Reset()
 	c.ctrl = tcpframe.Append(c.ctrl, tcpframe.Frame{Type: tcpframe.TypeReset, Lane: l.id, Code: code})
 	c.kick()
 	l.writeWake.wake()
@@ -192,7 +192,7 @@ func (l *tcpLane) stopLocked(code uint64) {
 	if l.resetErr != nil || l.finSent {
 		return
 	}
-	l.out = bytes.Buffer{}
+	l.out.Reset()
 	l.writeWake.wake()
 	if l.finReq {
 		// The application has finished writing: nothing waits for the
@@ -226,7 +226,7 @@ func (l *tcpLane) Read(b []byte) (int, error) {
 			return 0, c.closeErr
 		}
 		if l.in.Len() > 0 {
-			n, _ := l.in.Read(b)
+			n := l.in.Read(b)
 			c.buffered -= n
 			if l.in.Len() == 0 && l.fin {
 				l.finishReadLocked()
@@ -253,7 +253,7 @@ func (l *tcpLane) Read(b []byte) (int, error) {
 
 func (l *tcpLane) finishReadLocked() {
 	l.doneRead = true
-	l.in = bytes.Buffer{}
+	l.in.Reset()
 	if !l.recvDone {
 		l.recvDone = true
 		l.c.updateLocked(l)
@@ -279,7 +279,7 @@ func (l *tcpLane) CancelRead(code uint64) {
 		l.readErr = &LaneError{Code: code}
 	}
 	c.buffered -= l.in.Len()
-	l.in = bytes.Buffer{}
+	l.in.Reset()
 	if l.remoteReset == nil && !l.fin {
 		c.ctrl = tcpframe.Append(c.ctrl, tcpframe.Frame{Type: tcpframe.TypeStop, Lane: l.id, Code: code})
 		c.kick()
@@ -289,24 +289,44 @@ func (l *tcpLane) CancelRead(code uint64) {
 	c.updateLocked(l)
 }
 
-// receiveLocked files LANE_DATA's payload, unless this side stopped
-// reading. It returns an ABORT code if the peer broke a rule.
-func (l *tcpLane) receiveLocked(data []byte) (uint64, string) {
+// admitDataLocked checks a LANE_DATA frame whose payload of n bytes is
+// still to be read against the lane's rules and the buffer limits. It
+// reports whether the payload is wanted (not if this side stopped
+// reading: it is dropped), and returns an ABORT code if the peer broke a
+// rule.
+func (l *tcpLane) admitDataLocked(n int) (bool, uint64, string) {
 	c := l.c
 	switch {
 	case l.fin || l.remoteReset != nil:
-		return tcpframe.AbortFrameError, fmt.Sprintf("LANE_DATA on lane %d after its end", l.id)
-	case l.readErr != nil || l.doneRead:
-		return 0, "" // stopped: dropped
-	case l.in.Len()+len(data) > c.set.laneBuf:
-		return tcpframe.AbortBufferExceeded, fmt.Sprintf("%v: lane %d would hold %d bytes unread, above %d", errBufferExceeded, l.id, l.in.Len()+len(data), c.set.laneBuf)
-	case c.buffered+len(data) > c.set.connBuf:
-		return tcpframe.AbortBufferExceeded, fmt.Sprintf("%v: the lanes would hold %d bytes unread, above %d", errBufferExceeded, c.buffered+len(data), c.set.connBuf)
+		return false, tcpframe.AbortFrameError, fmt.Sprintf("LANE_DATA on lane %d after its end", l.id)
+	case !l.wantsDataLocked():
+		return false, 0, "" // stopped: dropped
+	case l.in.Len()+n > c.set.laneBuf:
+		return false, tcpframe.AbortBufferExceeded, fmt.Sprintf("%v: lane %d would hold %d bytes unread, above %d", errBufferExceeded, l.id, l.in.Len()+n, c.set.laneBuf)
+	case c.buffered+n > c.set.connBuf:
+		return false, tcpframe.AbortBufferExceeded, fmt.Sprintf("%v: the lanes would hold %d bytes unread, above %d", errBufferExceeded, c.buffered+n, c.set.connBuf)
 	}
+	return true, 0, ""
+}
+
+// wantsDataLocked reports whether data that arrives is kept for Read:
+// not once this side stopped reading or read to the end.
+func (l *tcpLane) wantsDataLocked() bool {
+	return l.readErr == nil && !l.doneRead
+}
+
+// receiveLocked files the payload of a LANE_DATA frame admitDataLocked
+// let in.
+func (l *tcpLane) receiveLocked(data []byte) {
 	l.in.Write(data)
-	c.buffered += len(data)
+	l.receivedLocked(len(data))
+}
+
+// receivedLocked accounts for n bytes the lane's queue just took in, and
+// wakes its reader.
+func (l *tcpLane) receivedLocked(n int) {
+	l.c.buffered += n
 	l.readWake.wake()
-	return 0, ""
 }
 
 // finLocked applies the peer's LANE_FIN.
@@ -327,7 +347,7 @@ func (l *tcpLane) resetLocked(code uint64) {
 	}
 	l.remoteReset = &LaneError{Code: code, Remote: true}
 	l.c.buffered -= l.in.Len()
-	l.in = bytes.Buffer{}
+	l.in.Reset()
 	l.readWake.wake()
 }
 
