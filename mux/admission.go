@@ -174,7 +174,7 @@ func (sess *Session) checkStalls(now time.Time, streams []*Stream) {
 	n := 0
 	for _, s := range streams {
 		s.mu.Lock()
-		if !s.stallStart.IsZero() && now.Sub(s.stallStart) >= bc.StalledFor {
+		if s.obs.stalled() && now.Sub(s.obs.stallStart) >= bc.StalledFor {
 			n++
 		}
 		s.mu.Unlock()

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,6 +71,42 @@ func (d *deadline) expired() bool {
 	c := d.cancel
 	d.mu.Unlock()
 	return isClosed(c)
+}
+
+// lazyDeadline is a deadline made on first use: a stream that never sets
+// or waits for a deadline carries only a pointer for it.
+type lazyDeadline struct {
+	p atomic.Pointer[deadline]
+}
+
+// get returns the deadline, making it if it is not made yet.
+func (l *lazyDeadline) get() *deadline {
+	if d := l.p.Load(); d != nil {
+		return d
+	}
+	l.p.CompareAndSwap(nil, new(deadline))
+	return l.p.Load()
+}
+
+func (l *lazyDeadline) set(t time.Time) {
+	if t.IsZero() && l.p.Load() == nil {
+		return // none set, none to clear
+	}
+	l.get().set(t)
+}
+
+func (l *lazyDeadline) wait() <-chan struct{} { return l.get().wait() }
+
+func (l *lazyDeadline) when() time.Time {
+	if d := l.p.Load(); d != nil {
+		return d.when()
+	}
+	return time.Time{}
+}
+
+func (l *lazyDeadline) expired() bool {
+	d := l.p.Load()
+	return d != nil && d.expired()
 }
 
 func isClosed[T any](c <-chan T) bool {

@@ -211,7 +211,7 @@ func (sess *Session) applySettings(st framing.Settings) error {
 		s.mu.Lock()
 		s.send.OnUpdate(st.InitialWindow)
 		s.mu.Unlock()
-		signal(s.writeReady)
+		s.wakeWriter()
 	}
 	return nil
 }

@@ -57,27 +57,32 @@ type Stream struct {
 	id   uint64
 	lane transport.Lane
 
-	readDeadline, writeDeadline deadline
-	readReady                   chan struct{} // signalled when data, EOF or an error arrives
-	writeReady                  chan struct{} // signalled when credit or an error arrives
+	readDeadline, writeDeadline lazyDeadline
+	// The channels that wake a Read waiting for data, EOF or an error
+	// (wakeReader), and a Write waiting for credit or an error
+	// (wakeWriter): made by the first Read or Write that waits (see
+	// readyChan), so that a stream nobody waits on has none.
+	readReady, writeReady atomic.Pointer[chan struct{}]
 
 	writeMu sync.Mutex // one Write or CloseWrite at a time
 	laneMu  sync.Mutex // one writer on the lane at a time; see flushControl
 
-	mu         sync.Mutex // guards everything below
-	lc         lifecycle  // the states of both directions and of the lane
+	// Everything below is guarded by mu. The small fields sit together,
+	// so that an idle stream's Stream stays in a small size class.
+	mu         sync.Mutex
+	lc         lifecycle // the states of both directions and of the lane
 	recv       *window.Receiver
 	buf        ring
-	filling    bool // the lane reader is writing into buf's free region
 	lastActive time.Time
 	send       window.Sender
-	overload   Overload
-	codec      atomic.Uint32 // codec.Codec this side's direction is compressed with, if the peer accepts it (sendCodec)
-	probe      codec.Probe   // whether the next frame is worth compressing; the writer's (writeMu)
-	prio       Priority      // SetPriority's
 	// The Retry After of the peer's RESET, when it refused the stream
 	// for its admission rate (SPEC.md 5.4); zero when none.
 	peerRetryAfter time.Duration
+	codec          atomic.Uint32 // codec.Codec this side's direction is compressed with, if the peer accepts it (sendCodec)
+	probe          codec.Probe   // whether the next frame is worth compressing; the writer's (writeMu)
+	prio           Priority      // SetPriority's
+	overload       Overload
+	filling        bool // the lane reader is writing into buf's free region
 	answered       bool // the peer answered or refused a stream this side opened (the breaker heard)
 	accepted       bool // handed to the application (always, for streams this side opened)
 	refused        bool // reset by the peer before the application saw it, and refused
@@ -89,6 +94,17 @@ type Stream struct {
 	writeClosed bool // CloseWrite, Close or Reset: Write returns ErrClosed
 	closedByApp bool // Close
 
+	// Receive direction's flow control: whether the peer's last BLOCKED
+	// was seen (its Limit is peerBlocked), and whether a WINDOW_UPDATE is
+	// worth sending.
+	peerBlockedSeen bool
+	pendUpdate      bool
+
+	// Send direction's flow control, its flags.
+	pendBlocked       bool // BLOCKED(blockedLimit) waits for the lane
+	laneWriting       bool // a DATA frame is being written to the lane
+	peerBudgetLimited bool // the peer's last WINDOW_UPDATE had BUDGET_LIMITED
+
 	// Error codes of the frames that ended a direction.
 	peerReset  framing.ErrorCode // of the peer's RESET
 	peerStop   framing.ErrorCode // of the peer's STOP_SENDING
@@ -98,17 +114,13 @@ type Stream struct {
 	// Receive direction's flow control. The Limit of the peer's last
 	// BLOCKED: a sender sends one per limit, so a repeat does no work
 	// (SPEC.md section 10).
-	peerBlocked     uint64
-	peerBlockedSeen bool
+	peerBlocked uint64
 	// What the last WINDOW_UPDATE this side sent carried (initially the
 	// credit the peer assumes, so that an update never repeats it).
 	sentLimit, sentConsumed uint64
-	pendUpdate              bool // a WINDOW_UPDATE is worth sending
 
 	// Send direction's flow control.
-	pendBlocked  bool // BLOCKED(blockedLimit) waits for the lane
 	blockedLimit uint64
-	laneWriting  bool      // a DATA frame is being written to the lane
 	laneDeadline time.Time // the write deadline set on the lane
 	peerConsumed uint64
 	consumedWait chan struct{} // made by WaitConsumed, closed when it should look again
@@ -118,16 +130,9 @@ type Stream struct {
 
 	stats streamCounters
 
-	// Observability (stream_observe.go).
-	stallStart        time.Time   // the credit stall under way began
-	stallReason       BlockReason // and why
-	creditArrived     time.Time   // the credit that ends it arrived
-	peerBudgetLimited bool        // the peer's last WINDOW_UPDATE had BUDGET_LIMITED
-	unreadStart       time.Time   // the receiving side's stall (ReasonUnread) began
-	laneWriteStart    time.Time   // the DATA write under way began
-	transportShown    bool        // its long stall's EventBlocked went out
-	updateDueAt       time.Time   // the pending WINDOW_UPDATE became due
-	levels            [NumMetrics]Level
+	// Observability (stream_observe.go): what a stream that stalls,
+	// grants or writes keeps of it; nil until then (see observing).
+	obs *streamObs
 
 	// The lane reader's own state, touched by no other goroutine.
 	rd struct {
@@ -143,8 +148,6 @@ func newStream(sess *Session, id uint64, lane transport.Lane, recv *window.Recei
 		sess:       sess,
 		id:         id,
 		lane:       lane,
-		readReady:  make(chan struct{}, 1),
-		writeReady: make(chan struct{}, 1),
 		recv:       recv,
 		sentLimit:  recv.Limit(),
 		send:       window.NewSender(peerInitial),
@@ -170,7 +173,7 @@ func (s *Stream) SetOverload(o Overload) {
 	s.mu.Lock()
 	s.overload = o
 	s.mu.Unlock()
-	signal(s.writeReady)
+	s.wakeWriter()
 }
 
 // SetDeadline sets the read and write deadlines.
@@ -200,7 +203,7 @@ func (s *Stream) CloseWrite() error {
 	s.mu.Lock()
 	s.writeClosed = true
 	s.mu.Unlock()
-	signal(s.writeReady)
+	s.wakeWriter()
 	s.writeMu.Lock() // wait for a Write in progress to return
 	s.mu.Lock()
 	s.lc.closeWrite()
@@ -218,7 +221,7 @@ func (s *Stream) CloseRead() error {
 	s.mu.Lock()
 	s.closeReadLocked(framing.Cancel)
 	s.mu.Unlock()
-	signal(s.readReady)
+	s.wakeReader()
 	s.flushControl()
 	s.maybeRemove()
 	return nil
@@ -251,7 +254,7 @@ func (s *Stream) Close() error {
 	s.closedByApp = true
 	held := s.laneWriting
 	s.mu.Unlock()
-	signal(s.readReady)
+	s.wakeReader()
 	if held {
 		s.abortLane(framing.Cancel)
 		return nil
@@ -275,8 +278,8 @@ func (s *Stream) Reset(code framing.ErrorCode) error {
 	if reset {
 		s.emitLifecycle(EventStreamReset, uint64(code), false)
 	}
-	signal(s.readReady)
-	signal(s.writeReady)
+	s.wakeReader()
+	s.wakeWriter()
 	if held { // the RESET frame cannot get past the held write: abort the lane
 		s.abortLane(code)
 		return nil

@@ -69,24 +69,67 @@ func (s *Stream) eventInto(out *eventBuf, k EventKind, now time.Time) *Event {
 	return ev
 }
 
+// streamObs is the observability state of a stream that stalled,
+// granted credit or wrote: the stalls under way and the levels against
+// the session's thresholds. Streams make it on first need (observing), so
+// that an idle stream does not carry it; a nil *streamObs reads as no
+// stall under way and every level LevelNormal.
+type streamObs struct {
+	stallStart     time.Time   // the credit stall under way began
+	stallReason    BlockReason // and why
+	transportShown bool        // the long lane write's EventBlocked went out
+	creditArrived  time.Time   // the credit that ends the stall arrived
+	unreadStart    time.Time   // the receiving side's stall (ReasonUnread) began
+	laneWriteStart time.Time   // the DATA write under way began
+	updateDueAt    time.Time   // the pending WINDOW_UPDATE became due
+	levels         [NumMetrics]Level
+}
+
+// observing returns the stream's streamObs, making it on first use. The
+// caller holds s.mu.
+func (s *Stream) observing() *streamObs {
+	if s.obs == nil {
+		s.obs = new(streamObs)
+	}
+	return s.obs
+}
+
+// stalled reports whether a credit stall is under way.
+func (o *streamObs) stalled() bool { return o != nil && !o.stallStart.IsZero() }
+
+// unread reports whether the receiving side's stall is under way.
+func (o *streamObs) unread() bool { return o != nil && !o.unreadStart.IsZero() }
+
+// laneWriting reports whether a DATA write is under way.
+func (o *streamObs) laneWriting() bool { return o != nil && !o.laneWriteStart.IsZero() }
+
+// level returns metric m's level.
+func (o *streamObs) level(m Metric) Level {
+	if o == nil {
+		return LevelNormal
+	}
+	return o.levels[m]
+}
+
 // startCreditStallLocked begins a stall for credit, if none is under way.
 // Its reason is the session budget when the peer's latest WINDOW_UPDATE
 // said its budget limited the window, else the peer's window; the update
 // that ends the stall settles it (see creditLocked), so the reason of its
 // EventBlocked is provisional and its EventUnblocked's final.
 func (s *Stream) startCreditStallLocked(now time.Time, out *eventBuf) {
-	if !s.stallStart.IsZero() {
+	if s.obs.stalled() {
 		return
 	}
-	s.stallStart, s.creditArrived = now, time.Time{}
-	s.stallReason = ReasonPeerWindow
+	o := s.observing()
+	o.stallStart, o.creditArrived = now, time.Time{}
+	o.stallReason = ReasonPeerWindow
 	if s.peerBudgetLimited {
-		s.stallReason = ReasonSessionBudget
+		o.stallReason = ReasonSessionBudget
 	}
 	s.sess.stats.stalls.Add(1)
 	if s.sess.hooked {
 		ev := s.eventInto(out, EventBlocked, now)
-		ev.Reason = s.stallReason
+		ev.Reason = o.stallReason
 	}
 }
 
@@ -96,13 +139,14 @@ func (s *Stream) startCreditStallLocked(now time.Time, out *eventBuf) {
 // slow or stopped, which the peer's own update then says by leaving the
 // flag off).
 func (s *Stream) creditLocked(now time.Time, budgetLimited bool) {
-	if s.stallStart.IsZero() || !s.creditArrived.IsZero() {
+	o := s.obs
+	if !o.stalled() || !o.creditArrived.IsZero() {
 		return
 	}
-	s.creditArrived = now // the writer ends the stall when it resumes
-	s.stallReason = ReasonPeerWindow
+	o.creditArrived = now // the writer ends the stall when it resumes
+	o.stallReason = ReasonPeerWindow
 	if budgetLimited {
-		s.stallReason = ReasonSessionBudget
+		o.stallReason = ReasonSessionBudget
 	}
 }
 
@@ -111,17 +155,18 @@ func (s *Stream) creditLocked(now time.Time, budgetLimited bool) {
 // signal latency is then observed; otherwise the Write gave up (deadline,
 // error, close).
 func (s *Stream) endCreditStallLocked(now time.Time, resumed bool, out *eventBuf) {
-	if s.stallStart.IsZero() {
+	o := s.obs
+	if !o.stalled() {
 		return
 	}
-	d := now.Sub(s.stallStart)
+	d := now.Sub(o.stallStart)
 	var signal time.Duration
-	if resumed && !s.creditArrived.IsZero() {
-		signal = max(now.Sub(s.creditArrived)+s.sess.rtt()/2, 1)
+	if resumed && !o.creditArrived.IsZero() {
+		signal = max(now.Sub(o.creditArrived)+s.sess.rtt()/2, 1)
 		s.stats.histograms().signal.Observe(signal)
 	}
-	s.stallEndedLocked(s.stallReason, d, signal, now, out)
-	s.stallStart, s.creditArrived = time.Time{}, time.Time{}
+	s.stallEndedLocked(o.stallReason, d, signal, now, out)
+	o.stallStart, o.creditArrived = time.Time{}, time.Time{}
 	s.checkLevelLocked(MetricStall, 0, now, out)
 }
 
@@ -139,7 +184,9 @@ func (s *Stream) stallEndedLocked(r BlockReason, d, signal time.Duration, now ti
 // endTransportStallLocked records a lane write that began at start and
 // has just returned: a transport stall if it took long enough.
 func (s *Stream) endTransportStallLocked(start, now time.Time, out *eventBuf) {
-	s.laneWriteStart, s.transportShown = time.Time{}, false
+	if o := s.obs; o != nil {
+		o.laneWriteStart, o.transportShown = time.Time{}, false
+	}
 	d := now.Sub(start)
 	if d < TransportStallThreshold {
 		return
@@ -152,10 +199,10 @@ func (s *Stream) endTransportStallLocked(start, now time.Time, out *eventBuf) {
 // it is blocked at limit, which is all the credit this side granted, and
 // what it sent waits unread.
 func (s *Stream) startUnreadStallLocked(limit uint64, now time.Time, out *eventBuf) {
-	if !s.unreadStart.IsZero() || s.recv == nil || limit != s.recv.Limit() || s.buf.len() == 0 {
+	if s.obs.unread() || s.recv == nil || limit != s.recv.Limit() || s.buf.len() == 0 {
 		return
 	}
-	s.unreadStart = now
+	s.observing().unreadStart = now
 	if s.sess.hooked {
 		ev := s.eventInto(out, EventBlocked, now)
 		ev.Reason = ReasonUnread
@@ -165,11 +212,11 @@ func (s *Stream) startUnreadStallLocked(limit uint64, now time.Time, out *eventB
 // endUnreadStallLocked ends the receiving side's stall, if one is under
 // way: this side granted more credit, or stopped reading.
 func (s *Stream) endUnreadStallLocked(now time.Time, out *eventBuf) {
-	if s.unreadStart.IsZero() {
+	if !s.obs.unread() {
 		return
 	}
-	d := now.Sub(s.unreadStart)
-	s.unreadStart = time.Time{}
+	d := now.Sub(s.obs.unreadStart)
+	s.obs.unreadStart = time.Time{}
 	s.stallEndedLocked(ReasonUnread, d, 0, now, out)
 }
 
@@ -177,11 +224,11 @@ func (s *Stream) endUnreadStallLocked(now time.Time, out *eventBuf) {
 // any reason, at now: 0 if it is not.
 func (s *Stream) stallingForLocked(now time.Time) time.Duration {
 	var d time.Duration
-	if !s.stallStart.IsZero() {
-		d = now.Sub(s.stallStart)
+	if s.obs.stalled() {
+		d = now.Sub(s.obs.stallStart)
 	}
-	if !s.laneWriteStart.IsZero() {
-		d = max(d, now.Sub(s.laneWriteStart))
+	if s.obs.laneWriting() {
+		d = max(d, now.Sub(s.obs.laneWriteStart))
 	}
 	return d
 }
@@ -192,12 +239,12 @@ func (s *Stream) checkLevelLocked(m Metric, v uint64, now time.Time, out *eventB
 	if !s.sess.thresholds {
 		return
 	}
-	cur := s.levels[m]
+	cur := s.obs.level(m)
 	next := s.sess.cfg.Thresholds.levelFor(m, cur, v)
 	if next == cur {
 		return
 	}
-	s.levels[m] = next
+	s.observing().levels[m] = next
 	if next > cur {
 		if next == LevelCritical {
 			s.sess.obs.criticals.Add(1)
@@ -231,8 +278,8 @@ func (s *Stream) lagLocked() uint64 { return s.send.Sent() - s.peerConsumed }
 // threshold while a stall lasts, and the live EventBlocked of a long
 // transport stall.
 func (s *Stream) observeTickLocked(now time.Time, out *eventBuf) {
-	if !s.laneWriteStart.IsZero() && !s.transportShown && now.Sub(s.laneWriteStart) >= TransportStallThreshold {
-		s.transportShown = true
+	if o := s.obs; o.laneWriting() && !o.transportShown && now.Sub(o.laneWriteStart) >= TransportStallThreshold {
+		o.transportShown = true
 		if s.sess.hooked {
 			ev := s.eventInto(out, EventBlocked, now)
 			ev.Reason = ReasonTransport
@@ -247,21 +294,24 @@ func (s *Stream) observeTickLocked(now time.Time, out *eventBuf) {
 // with the time they have lasted, and the credit reasons make up Stalls
 // and TimeStalled.
 func (s *Stream) fillObservedLocked(st *StreamStats, now time.Time) {
-	if !s.stallStart.IsZero() {
-		st.Blocked.add(s.stallReason, now.Sub(s.stallStart))
+	o := s.obs
+	if o.stalled() {
+		st.Blocked.add(o.stallReason, now.Sub(o.stallStart))
 	}
-	if !s.unreadStart.IsZero() {
-		st.Blocked.add(ReasonUnread, now.Sub(s.unreadStart))
+	if o.unread() {
+		st.Blocked.add(ReasonUnread, now.Sub(o.unreadStart))
 	}
-	if !s.laneWriteStart.IsZero() {
-		if d := now.Sub(s.laneWriteStart); d >= TransportStallThreshold {
+	if o.laneWriting() {
+		if d := now.Sub(o.laneWriteStart); d >= TransportStallThreshold {
 			st.Blocked.add(ReasonTransport, d)
 		}
 	}
 	pw, sb := st.Blocked[ReasonPeerWindow], st.Blocked[ReasonSessionBudget]
 	st.Stalls, st.TimeStalled = pw.Count+sb.Count, pw.Time+sb.Time
-	st.Levels = s.levels
-	for _, l := range s.levels {
+	if o != nil {
+		st.Levels = o.levels
+	}
+	for _, l := range st.Levels {
 		st.Level = max(st.Level, l)
 	}
 }

@@ -38,6 +38,10 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if err == io.EOF {
 			s.lc.readEOF() // the final update reports everything consumed
 		}
+		var ready chan struct{}
+		if err == nil && len(p) > 0 {
+			ready = readyChan(&s.readReady) // made under s.mu: see readyChan
+		}
 		s.mu.Unlock()
 		if err != nil {
 			s.flushControl()
@@ -48,7 +52,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			return 0, nil
 		}
 		select {
-		case <-s.readReady:
+		case <-ready:
 		case <-s.readDeadline.wait():
 		case <-s.sess.done:
 		}
@@ -104,8 +108,8 @@ func (s *Stream) consumeLocked(p []byte, out *eventBuf) int {
 // due, and the peer's stall (if this side's reader held it) is over.
 func (s *Stream) grantedLocked(now time.Time, out *eventBuf) {
 	s.pendUpdate = true
-	if s.updateDueAt.IsZero() {
-		s.updateDueAt = now
+	if o := s.observing(); o.updateDueAt.IsZero() {
+		o.updateDueAt = now
 	}
 	s.endUnreadStallLocked(now, out)
 }
@@ -135,7 +139,7 @@ func (s *Stream) windowChangedLocked(oldWindow uint64, before window.Counts, now
 // the unread data held ends here; nobody will read (its event is not
 // reported: the stream's end is).
 func (s *Stream) discardLocked() {
-	if !s.unreadStart.IsZero() {
+	if s.obs.unread() {
 		var out eventBuf // dropped: the callers report the stream's end instead
 		s.endUnreadStallLocked(s.sess.cfg.Now(), &out)
 	}
@@ -189,18 +193,28 @@ func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
 		case readFlush: // the frame just read owes the peer frames of ours
 			s.flushControl()
 		case readFill:
-			_, err := io.ReadFull(br, d.p1)
-			if err == nil && len(d.p2) > 0 {
-				_, err = io.ReadFull(br, d.p2)
-			}
-			if err := s.dataEnd(&d, midFrame(err)); err != nil {
-				s.laneReadEnded(err)
+			if !s.fillData(br, &d) {
 				return
 			}
-			s.rd.opening = false
-			d = dataFill{}
 		}
 	}
+}
+
+// fillData reads the payload of the DATA frame dataBegin began into the
+// place d says, and commits it: true to go on, false if the lane or the
+// session ended.
+func (s *Stream) fillData(br *bufio.Reader, d *dataFill) bool {
+	_, err := io.ReadFull(br, d.p1)
+	if err == nil && len(d.p2) > 0 {
+		_, err = io.ReadFull(br, d.p2)
+	}
+	if err := s.dataEnd(d, midFrame(err)); err != nil {
+		s.laneReadEnded(err)
+		return false
+	}
+	s.rd.opening = false
+	*d = dataFill{}
+	return true
 }
 
 // readNext is what readFrames leaves laneReader to do.
@@ -449,7 +463,7 @@ func (s *Stream) dataBegin(br *bufio.Reader, h framing.Header, opening bool, d *
 		}
 		s.mu.Unlock()
 		if d.fin {
-			signal(s.readReady)
+			s.wakeReader()
 			s.flushControl()
 		}
 		return ch, nil
@@ -501,7 +515,7 @@ func (s *Stream) dataEnd(d *dataFill, err error) error {
 	}
 	s.mu.Unlock()
 	out.emit(s.sess)
-	signal(s.readReady)
+	s.wakeReader()
 	if d.fin {
 		s.flushControl()
 	}
@@ -543,7 +557,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 			s.checkLevelLocked(MetricLag, s.lagLocked(), now, &out)
 		}
 		s.mu.Unlock()
-		signal(s.writeReady)
+		s.wakeWriter()
 	case framing.TypeBlocked:
 		s.stats.BlockedReceived++
 		repeated := s.peerBlockedSeen && f.Offset == s.peerBlocked
@@ -598,7 +612,7 @@ func (s *Stream) onControl(f *framing.Frame) error {
 		}
 		s.wakeWaitConsumedLocked()
 		s.mu.Unlock()
-		signal(s.writeReady)
+		s.wakeWriter()
 		s.rd.flush = true
 	default:
 		s.mu.Unlock()
@@ -621,8 +635,8 @@ func (s *Stream) peerResetLocked(code framing.ErrorCode) (refused bool) {
 // afterPeerReset wakes the stream's callers after peerResetLocked, writes
 // what this side owes, and retires the stream if it is gone.
 func (s *Stream) afterPeerReset(refused bool) {
-	signal(s.readReady)
-	signal(s.writeReady)
+	s.wakeReader()
+	s.wakeWriter()
 	s.flushControl()
 	if refused {
 		s.sess.dequeue(s)

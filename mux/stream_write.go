@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/bpmux/bp/codec"
@@ -130,7 +131,7 @@ func (s *Stream) takeCreditLocked(want, avail uint64, out *eventBuf) (int, error
 	lag := s.lagLocked()
 	s.stats.PeakConsumerLag = max(s.stats.PeakConsumerLag, lag)
 	s.sess.stats.bytesSent.Add(n)
-	if !s.stallStart.IsZero() || s.sess.thresholds {
+	if s.obs.stalled() || s.sess.thresholds {
 		now := s.sess.cfg.Now()
 		s.endCreditStallLocked(now, true, out)
 		s.checkLevelLocked(MetricLag, lag, now, out)
@@ -144,16 +145,44 @@ func (s *Stream) takeCreditLocked(want, avail uint64, out *eventBuf) (int, error
 func (s *Stream) waitCreditLocked(out *eventBuf) {
 	s.startCreditStallLocked(s.sess.cfg.Now(), out)
 	s.blockLocked()
+	ready := readyChan(&s.writeReady)
 	s.mu.Unlock()
 	out.emit(s.sess)
 	s.flushControl()
 	select {
-	case <-s.writeReady:
+	case <-ready:
 	case <-s.writeDeadline.wait():
 	case <-s.sess.done:
 	}
 	s.mu.Lock()
 }
+
+// readyChan returns the channel in p, making it on first use: a
+// one-slot channel that signal wakes a waiter on. The caller holds s.mu.
+// Whoever changes what a waiter waits for does so under s.mu and then
+// signals, so a change made before the channel existed is one the
+// waiter's own check, under s.mu, has seen.
+func readyChan(p *atomic.Pointer[chan struct{}]) chan struct{} {
+	if c := p.Load(); c != nil {
+		return *c
+	}
+	c := make(chan struct{}, 1)
+	p.Store(&c)
+	return c
+}
+
+// signalReady signals the channel in p, if one was made. It never blocks.
+func signalReady(p *atomic.Pointer[chan struct{}]) {
+	if c := p.Load(); c != nil {
+		signal(*c)
+	}
+}
+
+// wakeWriter wakes a Write waiting for credit.
+func (s *Stream) wakeWriter() { signalReady(&s.writeReady) }
+
+// wakeReader wakes a Read waiting for data.
+func (s *Stream) wakeReader() { signalReady(&s.readReady) }
 
 // blockLocked queues BLOCKED for a writer out of credit, once per limit.
 func (s *Stream) blockLocked() {
@@ -198,7 +227,7 @@ func (s *Stream) writeDataChecked(p []byte, check func() error) error {
 	s.laneWriting = err == nil
 	start := s.sess.cfg.Now()
 	if err == nil {
-		s.laneWriteStart = start
+		s.observing().laneWriteStart = start
 	}
 	s.mu.Unlock()
 	if err == nil {
@@ -284,8 +313,8 @@ func (s *Stream) abortLane(code framing.ErrorCode) {
 	if reset {
 		s.emitLifecycle(EventStreamReset, uint64(code), false)
 	}
-	signal(s.readReady)
-	signal(s.writeReady)
+	s.wakeReader()
+	s.wakeWriter()
 	s.maybeRemove()
 }
 
@@ -305,7 +334,7 @@ func (s *Stream) laneWriteFailed(err error) {
 	s.pendUpdate, s.pendBlocked = false, false
 	s.wakeWaitConsumedLocked()
 	s.mu.Unlock()
-	signal(s.writeReady)
+	s.wakeWriter()
 	s.maybeRemove()
 }
 
@@ -356,11 +385,11 @@ func (s *Stream) writeControl() {
 		b = appendControl(b, framing.Header{Type: framing.TypeWindowUpdate, Flags: flags, StreamID: s.id}, s.sentLimit, s.sentConsumed, 0)
 		s.stats.UpdatesSent++
 		s.sess.stats.updatesSent.Add(1)
-		if !s.updateDueAt.IsZero() {
-			d := now.Sub(s.updateDueAt)
+		if o := s.obs; o != nil && !o.updateDueAt.IsZero() {
+			d := now.Sub(o.updateDueAt)
 			s.stats.histograms().updateDelay.Observe(d)
 			s.sess.updateDelayed(d)
-			s.updateDueAt = time.Time{}
+			o.updateDueAt = time.Time{}
 		}
 		if s.sess.hooked {
 			s.eventInto(&out, EventGrant, now)
