@@ -41,10 +41,11 @@ func getSharedChunk() *chunk {
 	return new(chunk)
 }
 
-// tcpKeepChunks is how many chunks a connection keeps for reuse: enough
-// for a lane at full speed, whose reader fills one or two while the
-// application reads another.
-const tcpKeepChunks = 8
+// tcpKeepChunks is how many chunks a connection keeps for reuse (64
+// KiB): enough for a lane whose application keeps up, whose reader fills
+// one to three chunks while the application reads another. A connection
+// keeps no more than it had out at once, and none once idle.
+const tcpKeepChunks = 4
 
 // chunkPool is a connection's spare chunks: a last-in, first-out list of
 // at most tcpKeepChunks, so that the chunk a lane's reader takes next is
