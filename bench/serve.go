@@ -58,7 +58,7 @@ func serveMain(implName, host string, many bool, heapProfile string) error {
 	if err != nil {
 		return err
 	}
-	st := &serverState{}
+	st := newServerState()
 	srv, err := im.listen(cert, host, opts{manyStreams: many}, st.handle)
 	if err != nil {
 		return fmt.Errorf("%s: listen: %w", im.name, err)
