@@ -128,3 +128,24 @@ func signal(c chan struct{}) {
 	default:
 	}
 }
+
+// readyChan returns the channel in p, making it on first use: a
+// one-slot channel that signal wakes a waiter on. The caller holds s.mu.
+// Whoever changes what a waiter waits for does so under s.mu and then
+// signals, so a change made before the channel existed is one the
+// waiter's own check, under s.mu, has seen.
+func readyChan(p *atomic.Pointer[chan struct{}]) chan struct{} {
+	if c := p.Load(); c != nil {
+		return *c
+	}
+	c := make(chan struct{}, 1)
+	p.Store(&c)
+	return c
+}
+
+// signalReady signals the channel in p, if one was made. It never blocks.
+func signalReady(p *atomic.Pointer[chan struct{}]) {
+	if c := p.Load(); c != nil {
+		signal(*c)
+	}
+}

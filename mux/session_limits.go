@@ -53,13 +53,20 @@ func (sess *Session) uselessIfIdle(s *Stream) error {
 // MaxSmallFramesPerSecond frames of work a second (SPEC.md section 10).
 // Waiting stops reading the lane, so QUIC's flow control holds the peer.
 func (sess *Session) paceSmallFrame() error {
+	if wait := sess.smallFrameWait(); wait > 0 {
+		return sess.paceWait(wait)
+	}
+	return nil
+}
+
+// smallFrameWait reserves the session's small-frame rate for one frame
+// and returns how long to wait before processing it (paceWait), zero for
+// not at all.
+func (sess *Session) smallFrameWait() time.Duration {
 	sess.smallMu.Lock()
 	wait := sess.small.reserve(time.Now())
 	sess.smallMu.Unlock()
-	if wait <= 0 {
-		return nil
-	}
-	return sess.paceWait(wait)
+	return wait
 }
 
 // paceWait is paceSmallFrame's wait, out of line so that the lane reader

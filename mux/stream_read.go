@@ -192,6 +192,12 @@ func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
 			return
 		case readFlush: // the frame just read owes the peer frames of ours
 			s.flushControl()
+		case readPace: // a small DATA frame waits for the session's rate
+			if err := s.sess.paceWait(d.wait); err != nil {
+				s.laneReadEnded(err)
+				return
+			}
+			first = &d.held
 		case readFill:
 			if !s.fillData(br, &d) {
 				return
@@ -204,9 +210,10 @@ func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
 // place d says, and commits it: true to go on, false if the lane or the
 // session ended.
 func (s *Stream) fillData(br *bufio.Reader, d *dataFill) bool {
-	_, err := io.ReadFull(br, d.p1)
-	if err == nil && len(d.p2) > 0 {
-		_, err = io.ReadFull(br, d.p2)
+	p1, p2 := s.fillRegion(d.n)
+	_, err := io.ReadFull(br, p1)
+	if err == nil && len(p2) > 0 {
+		_, err = io.ReadFull(br, p2)
 	}
 	if err := s.dataEnd(d, midFrame(err)); err != nil {
 		s.laneReadEnded(err)
@@ -224,6 +231,7 @@ const (
 	readMore  readNext = iota // wait for the lane's next bytes
 	readFill                  // read the DATA payload dataBegin made room for, then go on
 	readFlush                 // write what the frame just read owes the peer, then go on
+	readPace                  // wait d.wait for the small-frame rate, then handle d.held
 	readEnded                 // the lane or the session ended
 )
 
@@ -262,13 +270,17 @@ func (s *Stream) readFrames(br *bufio.Reader, first *framing.Header, d *dataFill
 			}
 			continue
 		}
-		if h.Flags&(framing.FlagCompressed|framing.FlagFIN) == 0 && h.Length > 0 && h.Length < SmallFrameBytes {
-			err = s.sess.paceSmallFrame() // here, not beneath dataBegin, for the same reason
+		if d.paced {
+			d.paced = false
+		} else if h.Flags&(framing.FlagCompressed|framing.FlagFIN) == 0 && h.Length > 0 && h.Length < SmallFrameBytes {
+			// A plain small frame waits for the small-frame rate in
+			// laneReader, not beneath this frame (see laneReader).
+			if wait := s.sess.smallFrameWait(); wait > 0 {
+				d.held, d.wait, d.paced = h, wait, true
+				return readPace
+			}
 		}
-		var ch compressedHeader
-		if err == nil {
-			ch, err = s.dataBegin(br, h, s.rd.opening, d)
-		}
+		ch, err := s.dataBegin(br, h, s.rd.opening, d)
 		switch {
 		case err != nil:
 		case d.skip > 0:
@@ -276,8 +288,9 @@ func (s *Stream) readFrames(br *bufio.Reader, first *framing.Header, d *dataFill
 				err = midFrame(err)
 			}
 		case ch.codec != codec.None && ch.decoded > 0:
-			err = s.dataEnd(d, s.fillDecoded(br, ch, d.p1, d.p2))
-		case len(d.p1) > 0:
+			p1, p2 := s.fillRegion(d.n)
+			err = s.dataEnd(d, s.fillDecoded(br, ch, p1, p2))
+		case d.n > 0:
 			// The payload is read by laneReader, with only its frame above
 			// the read (see laneReader).
 			return readFill
@@ -387,21 +400,35 @@ func (s *Stream) laneReadFailed(le *transport.LaneError) {
 	}
 }
 
-// dataFill is what dataBegin leaves the lane reader to do with a DATA
-// frame's payload: read it into p1 and p2, the free region of the
-// stream's buffer (decoding it first if it is compressed), or discard
-// skip bytes of it.
+// dataFill is what readFrames leaves the lane reader to do with a DATA
+// frame: read its payload of n bytes into the free region of the
+// stream's buffer (fillRegion; decoding them first if it is compressed)
+// or discard skip bytes of it, as dataBegin says; or wait for the
+// small-frame rate before handling the frame whose header is held. It is
+// small because laneReader holds it in the frame it parks in.
 type dataFill struct {
-	p1, p2 []byte
-	skip   int
-	fin    bool
+	n, skip int
+	fin     bool
+	paced   bool           // held has waited its turn
+	held    framing.Header // the frame that waits
+	wait    time.Duration  // how long
+}
+
+// fillRegion returns the free region of the stream's buffer that the
+// lane reader fills with n bytes, which dataBegin made room for and
+// which stays the reader's while s.filling is set.
+func (s *Stream) fillRegion(n int) (p1, p2 []byte) {
+	s.mu.Lock()
+	p1, p2 = s.buf.free(n)
+	s.mu.Unlock()
+	return p1, p2
 }
 
 // dataBegin receives one DATA frame up to its payload: it checks the
 // frame against the granted credit and makes room for the payload in the
-// stream's buffer. It says in d where the payload goes, and in ch how it
-// is compressed if it is; once the lane reader has read it there,
-// dataEnd commits it.
+// stream's buffer. It says in d what is left to do with the payload, and
+// in ch how it is compressed if it is; once the lane reader has read it
+// into the buffer, dataEnd commits it.
 func (s *Stream) dataBegin(br *bufio.Reader, h framing.Header, opening bool, d *dataFill) (ch compressedHeader, _ error) {
 	d.fin = h.Flags&framing.FlagFIN != 0
 	if h.Length > s.sess.cfg.MaxFramePayload {
@@ -473,17 +500,17 @@ func (s *Stream) dataBegin(br *bufio.Reader, h framing.Header, opening bool, d *
 		s.buf.grow(min(max(need, 2*s.buf.cap(), minRing), limit))
 		s.recv.SetBufferCap(uint64(s.buf.cap()))
 	}
-	d.p1, d.p2 = s.buf.free(n)
+	d.n = n
 	s.filling = true
 	s.mu.Unlock()
 	return ch, nil
 }
 
 // dataEnd commits the payload of the DATA frame dataBegin began, which
-// the lane reader has read into d's region of the buffer unless err says
+// the lane reader has read into the buffer (fillRegion) unless err says
 // why not, and wakes the application's Read.
 func (s *Stream) dataEnd(d *dataFill, err error) error {
-	n := len(d.p1) + len(d.p2)
+	n := d.n
 	s.mu.Lock()
 	s.filling = false
 	if s.removed && s.recv != nil { // retired while we filled: release here
