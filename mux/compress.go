@@ -317,9 +317,9 @@ func (s *Stream) readCompressedPrefix(br *bufio.Reader, h framing.Header, openin
 }
 
 // fillDecoded reads a compressed block from the lane and decodes it into
-// p1 and p2, which hold exactly its decoded length. It runs on the lane
-// reader, outside the stream's lock.
-func (s *Stream) fillDecoded(br *bufio.Reader, ch compressedHeader, p1, p2 []byte) error {
+// the stream's buffer, whose free region holds exactly its decoded length
+// n. It runs on the lane reader, outside the stream's lock.
+func (s *Stream) fillDecoded(br *bufio.Reader, ch compressedHeader, n int) error {
 	pool := s.sess.compress.pool
 	dec, err := pool.Decoder(s.sess.done)
 	if err != nil {
@@ -340,7 +340,10 @@ func (s *Stream) fillDecoded(br *bufio.Reader, ch compressedHeader, p1, p2 []byt
 	case err != nil:
 		return s.sess.protocolErr(framing.ProtocolError, fmt.Errorf("stream %d: %w", s.id, err))
 	}
-	n := copy(p1, out)
-	copy(p2, out[n:])
+	for off := 0; off < n; {
+		p1, p2 := s.fillRegion(off, n-off)
+		off += copy(p1, out[off:])
+		off += copy(p2, out[off:])
+	}
 	return nil
 }

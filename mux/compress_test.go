@@ -164,6 +164,9 @@ func TestCompressionRequestResponse(t *testing.T) {
 			}
 			st := cs.Stats().Compression
 			assert.Equal(t, uint64(200), st.FramesCompressed, "every 1 KiB request went out compressed, as one frame")
+			// The answer's Write counts its frame after the lane write, which
+			// the client may have read before the count.
+			waitFor(t, "every answer counted", func() bool { return ss.Stats().Compression.FramesCompressed >= 200 })
 			assert.Equal(t, uint64(200), ss.Stats().Compression.FramesCompressed, "and so did every answer")
 		})
 	}

@@ -1,30 +1,59 @@
 package mux
 
-// ring is a stream's receive buffer: a circular byte buffer. Received bytes
-// are appended contiguously, so a flood of tiny DATA frames costs exactly
-// their payload, never per-frame overhead.
+// ring is a stream's receive buffer: a circular byte buffer made of
+// chunks. Received bytes are appended contiguously, so a flood of tiny DATA
+// frames costs exactly their payload, never per-frame overhead.
+//
+// Up to chunkSize it is one slice, which grows by copying as the old ring
+// buffer did. Past that it is a list of chunkSize chunks (the last may be
+// shorter, so that the capacity is exactly what was asked: the receiver's
+// reservation covers it, see window.Receiver.SetBufferCap), addressed as one
+// circular buffer: position p is byte p%chunkSize of chunk p/chunkSize. A
+// ring that grows keeps its chunks and adds new ones, so growing moves at
+// most a few chunks' bytes instead of the whole buffer, and never holds the
+// old and the new buffer at once: memory stays within the capacity asked
+// for plus one chunk while it grows.
 //
 // One goroutine (the stream's lane reader) writes into the free region
-// returned by free, outside the stream's lock, while readers copy out of
+// that free returns, outside the stream's lock, while readers copy out of
 // the filled region under the lock: the regions never overlap, and the
-// read index moves only forward. Only the lane reader grows the buffer, and
-// the buffer is dropped only while no fill is in progress.
+// read position moves only forward. Only the lane reader grows the buffer,
+// and the buffer is dropped only while no fill is in progress.
 type ring struct {
-	buf []byte
-	r   int // index of the first unread byte
-	n   int // unread bytes
+	chunks [][]byte // each chunkSize long but the last, which may be shorter
+	size   int      // the sum of their lengths
+	r      int      // position of the first unread byte, in [0, size)
+	n      int      // unread bytes
 }
 
+// chunkSize is the size of a large ring's chunks.
+const chunkSize = 64 << 10
+
 func (b *ring) len() int { return b.n }
-func (b *ring) cap() int { return len(b.buf) }
+func (b *ring) cap() int { return b.size }
+
+// span returns the contiguous bytes at position p, at most k of them.
+func (b *ring) span(p, k int) []byte {
+	c := b.chunks[p/chunkSize]
+	o := p % chunkSize
+	return c[o:min(len(c), o+k)]
+}
+
+// advance returns position p moved forward by k.
+func (b *ring) advance(p, k int) int {
+	p += k
+	if p >= b.size {
+		p -= b.size
+	}
+	return p
+}
 
 // read copies unread bytes into p and consumes them.
 func (b *ring) read(p []byte) int {
 	total := 0
 	for len(p) > 0 && b.n > 0 {
-		end := min(b.r+b.n, len(b.buf))
-		k := copy(p, b.buf[b.r:end])
-		b.r = (b.r + k) % len(b.buf)
+		k := copy(p, b.span(b.r, b.n))
+		b.r = b.advance(b.r, k)
 		b.n -= k
 		p = p[k:]
 		total += k
@@ -32,34 +61,129 @@ func (b *ring) read(p []byte) int {
 	return total
 }
 
-// free returns the region where the next k bytes go, in one or two
-// pieces. The caller has made sure k fits.
-func (b *ring) free(k int) (p1, p2 []byte) {
-	w := (b.r + b.n) % len(b.buf)
-	first := min(k, len(b.buf)-w)
-	return b.buf[w : w+first], b.buf[:k-first]
+// free returns the free region where bytes off to off+k of what is
+// written next go: its first piece, and the second if the region spans
+// more than one. If it spans more than two (a frame larger than a chunk,
+// or one across a short last chunk), the pieces hold less than k: the
+// caller asks again for the rest. The caller has made sure off+k fits.
+func (b *ring) free(off, k int) (p1, p2 []byte) {
+	w := b.advance(b.r, b.n+off)
+	p1 = b.span(w, k)
+	if k -= len(p1); k > 0 {
+		p2 = b.span(b.advance(w, len(p1)), k)
+	}
+	return p1, p2
 }
 
 // skip consumes k unread bytes without copying them.
 func (b *ring) skip(k int) {
-	b.r = (b.r + k) % len(b.buf)
-	b.n -= k
+	if k > 0 {
+		b.r = b.advance(b.r, k)
+		b.n -= k
+	}
 }
 
 // commit makes k bytes written into the free region readable.
 func (b *ring) commit(k int) { b.n += k }
 
-// grow reallocates the buffer with capacity c >= len, keeping the data.
-func (b *ring) grow(c int) {
-	nb := make([]byte, c)
-	n := 0
-	if b.n > 0 {
-		end := min(b.r+b.n, len(b.buf))
-		n = copy(nb, b.buf[b.r:end])
-		n += copy(nb[n:], b.buf[:b.n-n])
+// nextCap is the capacity to grow to when the ring must hold need bytes,
+// at most limit (the receiver's window). Up to a chunk it doubles, at
+// least minRing; past that, growing copies next to nothing, so it grows to
+// need rounded up to whole chunks (where limit allows: only a ring at a
+// limit that is not a whole number of chunks has a short last chunk). The
+// capacity so stays within a chunk of the most data the ring has held,
+// and the stream's memory within its window and a chunk even while the
+// transport below still holds bytes the lane reader has not taken.
+func (b *ring) nextCap(need, limit int) int {
+	if c := max(need, 2*b.size, minRing); c <= chunkSize {
+		return min(c, limit)
 	}
-	b.buf, b.r, b.n = nb, 0, n
+	return min((need+chunkSize-1)/chunkSize*chunkSize, limit)
+}
+
+// grow makes the capacity c > cap(), keeping the data.
+func (b *ring) grow(c int) {
+	start := b.r % chunkSize // where the data begins in the new layout
+	if b.n == 0 {
+		start = 0
+	}
+	if c <= chunkSize || start+b.n > c {
+		b.relayout(c)
+		return
+	}
+	// Lay the data out again from the same offset of a first chunk, so that
+	// every full chunk the data passes through keeps its bytes where they
+	// are and moves by reference. Copied are only: a short chunk (a large
+	// ring's last), the chunk in which the data wraps around to end where
+	// it began, and what follows a short chunk in the data (misaligned by
+	// then).
+	old := b.chunks
+	used := make([]bool, len(old))
+	var out [][]byte
+	q := start // the new position of the next byte of data
+	for p, left := b.r, b.n; left > 0; {
+		s := b.span(p, left)
+		ci := p / chunkSize
+		if len(old[ci]) == chunkSize && !used[ci] && q%chunkSize == p%chunkSize && q/chunkSize == len(out) {
+			out = append(out, old[ci])
+			used[ci] = true
+			q += len(s)
+		} else {
+			for k := 0; k < len(s); {
+				if q/chunkSize == len(out) {
+					out = append(out, make([]byte, chunkSize))
+				}
+				m := copy(out[q/chunkSize][q%chunkSize:], s[k:])
+				k += m
+				q += m
+			}
+		}
+		p = b.advance(p, len(s))
+		left -= len(s)
+	}
+	if size := len(out) * chunkSize; size > c {
+		// The data ends in the last chunk, before c: that chunk is cut
+		// short, in memory of its own, so that the capacity held is c.
+		last := len(out) - 1
+		nb := make([]byte, c-last*chunkSize)
+		copy(nb, out[last])
+		out[last] = nb
+	}
+	// Then the free space: the old full chunks the data left unused, then
+	// new ones, the last cut short to make the capacity exactly c.
+	size := min(len(out)*chunkSize, c)
+	for i, ch := range old {
+		if !used[i] && len(ch) == chunkSize && size+chunkSize <= c {
+			out = append(out, ch)
+			size += chunkSize
+		}
+	}
+	for size < c {
+		k := min(chunkSize, c-size)
+		out = append(out, make([]byte, k))
+		size += k
+	}
+	b.chunks, b.size, b.r = out, c, start
+}
+
+// relayout copies the data into new memory of capacity c, from position 0.
+func (b *ring) relayout(c int) {
+	var out [][]byte
+	for size := 0; size < c; {
+		k := min(chunkSize, c-size)
+		out = append(out, make([]byte, k))
+		size += k
+	}
+	for q := 0; q < b.n; {
+		s := b.span(b.advance(b.r, q), b.n-q)
+		for k := 0; k < len(s); {
+			m := copy(out[q/chunkSize][q%chunkSize:], s[k:])
+			k += m
+			q += m
+		}
+	}
+	b.chunks, b.size, b.r = out, c, 0
 }
 
 // drop releases the memory; the buffer must be empty or abandoned.
-func (b *ring) drop() { b.buf, b.r, b.n = nil, 0, 0 }
+func (b *ring) drop() { b.chunks, b.size, b.r, b.n = nil, 0, 0, 0 }

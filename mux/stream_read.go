@@ -210,10 +210,13 @@ func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
 // place d says, and commits it: true to go on, false if the lane or the
 // session ended.
 func (s *Stream) fillData(br *bufio.Reader, d *dataFill) bool {
-	p1, p2 := s.fillRegion(d.n)
-	_, err := io.ReadFull(br, p1)
-	if err == nil && len(p2) > 0 {
-		_, err = io.ReadFull(br, p2)
+	var err error
+	for off := 0; off < d.n && err == nil; {
+		p1, p2 := s.fillRegion(off, d.n-off)
+		if _, err = io.ReadFull(br, p1); err == nil && len(p2) > 0 {
+			_, err = io.ReadFull(br, p2)
+		}
+		off += len(p1) + len(p2)
 	}
 	if err := s.dataEnd(d, midFrame(err)); err != nil {
 		s.laneReadEnded(err)
@@ -288,8 +291,7 @@ func (s *Stream) readFrames(br *bufio.Reader, first *framing.Header, d *dataFill
 				err = midFrame(err)
 			}
 		case ch.codec != codec.None && ch.decoded > 0:
-			p1, p2 := s.fillRegion(d.n)
-			err = s.dataEnd(d, s.fillDecoded(br, ch, p1, p2))
+			err = s.dataEnd(d, s.fillDecoded(br, ch, d.n))
 		case d.n > 0:
 			// The payload is read by laneReader, with only its frame above
 			// the read (see laneReader).
@@ -414,12 +416,13 @@ type dataFill struct {
 	wait    time.Duration  // how long
 }
 
-// fillRegion returns the free region of the stream's buffer that the
-// lane reader fills with n bytes, which dataBegin made room for and
-// which stays the reader's while s.filling is set.
-func (s *Stream) fillRegion(n int) (p1, p2 []byte) {
+// fillRegion returns the free region of the stream's buffer where bytes
+// off to off+k of the payload go (all or the first part of it, see
+// ring.free), which dataBegin made room for and which stays the lane
+// reader's while s.filling is set.
+func (s *Stream) fillRegion(off, k int) (p1, p2 []byte) {
 	s.mu.Lock()
-	p1, p2 = s.buf.free(n)
+	p1, p2 = s.buf.free(off, k)
 	s.mu.Unlock()
 	return p1, p2
 }
@@ -497,7 +500,7 @@ func (s *Stream) dataBegin(br *bufio.Reader, h framing.Header, opening bool, d *
 	}
 	if need := s.buf.len() + n; need > s.buf.cap() {
 		limit := int(max(s.recv.Window(), s.recv.BufferSize()))
-		s.buf.grow(min(max(need, 2*s.buf.cap(), minRing), limit))
+		s.buf.grow(s.buf.nextCap(need, limit))
 		s.recv.SetBufferCap(uint64(s.buf.cap()))
 	}
 	d.n = n
