@@ -152,9 +152,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	assert.Contains(t, mfs, "process_resident_memory_bytes", "the process's own metrics")
 
 	// The listener, mid-session.
-	mfs = scrapeUntil(t, lurl, "all received", func(mfs map[string]*dto.MetricFamily) bool {
+	// Consumption is counted after the bytes are read, so wait for both.
+	mfs = scrapeUntil(t, lurl, "all received and read", func(mfs map[string]*dto.MetricFamily) bool {
 		v, _ := metricValue(t, mfs, "bp_received_bytes_total", counterType)
-		return v == total
+		c, _ := metricValue(t, mfs, "bp_consumed_bytes_total", counterType)
+		return v == total && c == total
 	})
 	for _, tc := range []struct {
 		name string
