@@ -102,12 +102,35 @@ func (b *ring) nextCap(need, limit int) int {
 }
 
 // grow makes the capacity c > cap(), keeping the data.
+//
+// A small ring's growth is a short path with a small frame: it runs under
+// every stream's first DATA frame, on the lane reader's stack, which must
+// stay at 2 KiB (see laneReader).
 func (b *ring) grow(c int) {
+	if c > chunkSize {
+		b.growChunks(c)
+		return
+	}
+	nb := make([]byte, c)
+	n := 0
+	if b.n > 0 { // one chunk: the data is in at most two pieces
+		old := b.chunks[0]
+		end := min(b.r+b.n, len(old))
+		n = copy(nb, old[b.r:end])
+		copy(nb[n:], old[:b.n-n])
+	}
+	b.chunks, b.size, b.r = append(b.chunks[:0], nb), c, 0
+}
+
+// growChunks is grow past one chunk.
+//
+//go:noinline
+func (b *ring) growChunks(c int) {
 	start := b.r % chunkSize // where the data begins in the new layout
 	if b.n == 0 {
 		start = 0
 	}
-	if c <= chunkSize || start+b.n > c {
+	if start+b.n > c {
 		b.relayout(c)
 		return
 	}
