@@ -215,8 +215,10 @@ func TestRateAndQueue(t *testing.T) {
 	med, p99, maxLat := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
 	t.Logf("one-way latency under overload: median %v, p99 %v, max %v (drain %v + delay %v); link: wait peak %v, timer late by %v at most",
 		med, p99, maxLat, drain, d.Delay, st.WaitPeak, st.LatePeak)
-	if limit := drain + d.Delay + 10*time.Millisecond; p99 > limit {
-		t.Errorf("99th percentile latency %v exceeds queue drain %v + delay %v + 10ms", p99, drain, d.Delay)
+	// When the machine is busy the link's timer itself runs late (20 ms
+	// once in CI); the link measures that, and the margin includes it.
+	if limit := drain + d.Delay + 10*time.Millisecond + st.LatePeak; p99 > limit {
+		t.Errorf("99th percentile latency %v exceeds queue drain %v + delay %v + 10ms + the link's timer lateness %v", p99, drain, d.Delay, st.LatePeak)
 	}
 	if med < d.Delay+drain/2 {
 		t.Errorf("median latency %v under overload: the queue did not fill", med)
