@@ -10,9 +10,10 @@ package mux
 // reservation covers it, see window.Receiver.SetBufferCap), addressed as one
 // circular buffer: position p is byte p%chunkSize of chunk p/chunkSize. A
 // ring that grows keeps its chunks and adds new ones, so growing moves at
-// most a few chunks' bytes instead of the whole buffer, and never holds the
-// old and the new buffer at once: memory stays within the capacity asked
-// for plus one chunk while it grows.
+// most a few chunks' bytes instead of the whole buffer, and holds at most
+// a few chunks beyond the capacity asked for while it grows, not the old
+// buffer and a new one of twice its size (but for the rare case that
+// relayout serves).
 //
 // One goroutine (the stream's lane reader) writes into the free region
 // that free returns, outside the stream's lock, while readers copy out of
@@ -91,9 +92,9 @@ func (b *ring) commit(k int) { b.n += k }
 // least minRing; past that, growing copies next to nothing, so it grows to
 // need rounded up to whole chunks (where limit allows: only a ring at a
 // limit that is not a whole number of chunks has a short last chunk). The
-// capacity so stays within a chunk of the most data the ring has held,
-// and the stream's memory within its window and a chunk even while the
-// transport below still holds bytes the lane reader has not taken.
+// capacity so stays within a chunk of the most data the ring has held at
+// once. It is not given back as the application reads it: a ring drops
+// its memory only when small and read empty, or idle (Stream.tick).
 func (b *ring) nextCap(need, limit int) int {
 	if c := max(need, 2*b.size, minRing); c <= chunkSize {
 		return min(c, limit)
