@@ -3,11 +3,16 @@ package mux
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bpmux/bp/codec"
+	"github.com/bpmux/bp/internal/logtext"
 )
 
 // ringModel drives a ring the way a stream does (the lane reader grows it
@@ -200,5 +205,63 @@ func TestRingRandom(t *testing.T) {
 				return
 			}
 		}
+	}
+}
+
+// TestRingThroughStream moves data through a stream whose ring grows
+// past one chunk, toward a window that is not a whole number of chunks,
+// with frames larger than a chunk (so a payload is filled in several
+// pieces, fillData's and fillDecoded's loops) and a reader that reads odd
+// sizes with pauses, so that the data wraps around the ring: plain, and
+// compressed (a decoded block of up to 256 KiB). The bytes must arrive
+// intact. The ring's layout through every kind of growth is the model
+// tests' (above).
+func TestRingThroughStream(t *testing.T) {
+	const window = 5*chunkSize + 12<<10 // 332 KiB: four chunks and a short one
+	for _, c := range []codec.Codec{codec.None, codec.Zstd} {
+		t.Run(c.String(), func(t *testing.T) {
+			cfg := &Config{InitialWindow: window, MaxWindow: window, MaxFramePayload: 256 << 10}
+			p := newPair(t, cfg, cfg)
+			cs, err := p.client.OpenStream(ctxT(t), StreamOptions{Compression: c})
+			require.NoError(t, err)
+			ss, err := p.server.Accept(ctxT(t))
+			require.NoError(t, err)
+			data := logtext.JSON(3, 4<<20) // compressible, so zstd frames decode to whole blocks
+			go func() {
+				for b := data; len(b) > 0; {
+					k := min(len(b), 200<<10)
+					if _, err := cs.Write(b[:k]); err != nil {
+						return
+					}
+					b = b[k:]
+				}
+				cs.CloseWrite()
+			}()
+			got := make([]byte, 0, len(data))
+			buf := make([]byte, 7919)
+			most := 0 // the ring's largest capacity seen
+			for i := 0; ; i++ {
+				ss.mu.Lock()
+				most = max(most, ss.buf.cap())
+				ss.mu.Unlock()
+				n, err := ss.Read(buf[:1+i%len(buf)])
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				require.NoError(t, err)
+				if i%64 == 0 {
+					time.Sleep(time.Millisecond) // let the ring fill and wrap
+				}
+			}
+			require.True(t, bytes.Equal(data, got), "%d of %d bytes arrived intact", len(got), len(data))
+			t.Logf("the ring grew to %d bytes (window %d)", most, window)
+			require.Greater(t, most, chunkSize, "the ring grew past one chunk")
+			st := ss.Stats()
+			require.LessOrEqual(t, st.RecvWindow, uint64(window))
+			if c != codec.None {
+				require.Positive(t, st.Compression.FramesDecompressed)
+			}
+		})
 	}
 }
