@@ -201,34 +201,37 @@ func (r *runner) goals() []goalResult {
 	ratio("tcp-loopback-1", "throughput", "ours-tcp", []string{"smux", "yamux"}, ">=", 1.00)
 	ratio("tcp-loopback-1", "cpu_seconds_per_gb", "ours-tcp", []string{"smux", "yamux"}, "<=", 1.00)
 	ratio("rtt50-1", "throughput", "ours", []string{"quic-go-large"}, ">=", 0.90)
-	ratio("rtt50-1", "throughput", "ours", []string{"yamux"}, ">=", 10)
-	ratio("rtt50-1", "throughput", "ours", []string{"http2"}, ">=", 2.5)
-	// What the cap allows: no implementation moves more than the cap, so
-	// ours/ref is at most cap/ref. Where that is under the goal, the goal
-	// cannot be met on this path, and rtt50-1-500 measures it instead.
-	ceiling := func(c string, mbit int64, ref string, limit float64) {
-		v := r.vals(key{c, ref, "throughput"})
-		if len(v) == 0 {
+	// What the path can decide: no implementation moves more than the cap,
+	// and a reference held by its default window moves at most window/RTT
+	// (its budget for one stream, impls.go): yamux 256 KiB and http2 1 MiB
+	// over 50 ms, 5.2 and 21 MB/s. Where the cap is under the goal times
+	// that bound, the goal is out of the path's reach: a measured ratio over
+	// it says only how far under its own bound the reference ran (yamux's
+	// half-window updates hold it at 2.2-3.1 MB/s, and its verdict flipped
+	// between runs at the edge). The ratio is shown, with no verdict;
+	// rtt50-1-500, whose cap has room, decides the goal.
+	capBound := func(c string, mbit int64, ref string, limit float64) {
+		im, ok := implByName(ref)
+		if !ok {
 			return
 		}
-		// Per repetition ours/ref <= cap/ref, so the median of the ratios
-		// is at most the median of cap/ref.
+		window := im.budget(1)
+		bound := float64(window) / rtt.Seconds() / 1e6
 		capMB := float64(mbit) / 8
-		bound := make([]float64, len(v))
-		for i, x := range v {
-			bound[i] = capMB / x
-		}
-		most := median(bound)
-		if most >= limit {
+		if capMB >= limit*bound {
 			return
 		}
-		out = append(out, goalResult{line: fmt.Sprintf("%-15s the %d Mbit/s cap (%.1f MB/s) allows at most %.2f× %s (the median of %.1f MB/s over its rate in each repetition), under the goal of %.2f×: unreachable on this path (rtt50-1-500 has room)",
-			c, mbit, capMB, most, ref, capMB, limit)})
+		info = fmt.Sprintf("NOT DECIDED here: the %d Mbit/s cap (%.1f MB/s) is under %g× %s's window bound (%d KiB / %v = %.1f MB/s); rtt50-1-500 decides it",
+			mbit, capMB, limit, ref, window>>10, rtt, bound)
 	}
-	ceiling("rtt50-1", rttRateMbit, "yamux", 10)
-	ceiling("rtt50-1", rttRateMbit, "http2", 2.5)
+	capBound("rtt50-1", rttRateMbit, "yamux", 10)
+	ratio("rtt50-1", "throughput", "ours", []string{"yamux"}, ">=", 10)
+	capBound("rtt50-1", rttRateMbit, "http2", 2.5)
+	ratio("rtt50-1", "throughput", "ours", []string{"http2"}, ">=", 2.5)
+	capBound("rtt50-1-500", fastRateMbit, "yamux", 10)
 	ratio("rtt50-1-500", "throughput", "ours", []string{"quic-go-large"}, ">=", 0.90)
 	ratio("rtt50-1-500", "throughput", "ours", []string{"yamux"}, ">=", 10)
+	capBound("rtt50-1-500", fastRateMbit, "http2", 2.5)
 	ratio("rtt50-1-500", "throughput", "ours", []string{"http2"}, ">=", 2.5)
 	diff("rtt50-1", "time_to_90", "ours", "quic-go-large", 0.25)
 	diff("rtt50-1", "time_to_90", "ours", "quic-go", 0.25)
