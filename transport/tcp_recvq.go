@@ -18,11 +18,18 @@ import (
 // copies what it holds, a chunk taken again from the pool is not zeroed,
 // and a queue with nothing in it holds no chunk.
 
-// chunkData is the number of bytes a chunk holds. With its link a chunk is
-// 16 KiB exactly, one of the allocator's size classes, so that nothing is
-// lost to rounding; a LANE_DATA payload (tcpframe.MaxData, 16 KiB) spans
-// at most three chunks.
-const chunkData = 16<<10 - int(unsafe.Sizeof(uintptr(0)))
+// chunkData is the number of bytes a chunk holds. With its link and the
+// 8-byte header the allocator puts before an object of this size that
+// holds a pointer, a chunk takes 16 KiB exactly, one of the allocator's
+// size classes, so that nothing is lost to rounding (with the link alone
+// the next class is 18 KiB, four chunks to a 72 KiB span); a LANE_DATA
+// payload (tcpframe.MaxData, 16 KiB) spans at most three chunks.
+const chunkData = 16<<10 - int(unsafe.Sizeof(uintptr(0))) - mallocHeader
+
+// mallocHeader is the size of the header the Go allocator (1.22 and
+// later) puts before a heap object larger than 512 bytes that holds
+// pointers.
+const mallocHeader = 8
 
 // chunk is one piece of a chunkQueue.
 type chunk struct {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -48,8 +49,23 @@ func checkBound(t *testing.T, q *chunkQueue, p *chunkPool) {
 }
 
 func TestChunkSize(t *testing.T) {
-	if s := unsafe.Sizeof(chunk{}); s != 16<<10 {
-		t.Fatalf("a chunk is %d bytes, not 16 KiB", s)
+	if s := unsafe.Sizeof(chunk{}) + mallocHeader; s != 16<<10 {
+		t.Fatalf("a chunk with its allocation header is %d bytes, not 16 KiB", s)
+	}
+	// What the allocator takes for one, measured: the header is the
+	// runtime's, not a promise, so this is what holds it to its word.
+	const n = 64
+	keep := make([]*chunk, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range keep {
+		keep[i] = new(chunk)
+	}
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(keep)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per != 16<<10 {
+		t.Fatalf("the allocator takes %d bytes for a chunk, not 16 KiB", per)
 	}
 	if chunkData >= tcpframe.MaxData || 2*chunkData < tcpframe.MaxData {
 		t.Fatalf("chunkData %d: a payload of %d bytes would not span at most 3 chunks", chunkData, tcpframe.MaxData)
