@@ -318,7 +318,8 @@ func (r *runner) measure(im impl, p plan) (*outcome, error) {
 		return nil, err
 	}
 	if p.peak {
-		f, err := ch.call("peak-stop", 10*time.Second)
+		// The peak is the run's, to its End: not the replies' allocations.
+		f, err := ch.call(fmt.Sprintf("peak-stop %d", end.UnixNano()), 10*time.Second)
 		if err != nil {
 			return nil, err
 		}

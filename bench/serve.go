@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,7 +27,10 @@ import (
 //	count        -> "count <idle streams held> <bad streams>"
 //	peak-start   -> "ok"; every 25 ms samples HeapInuse+StackInuse, before
 //	                and after a forced GC
-//	peak-stop    -> "peak <highest after GC (live)> <highest before GC (raw)>"
+//	peak-stop [T] -> "peak <highest after GC (live)> <highest before GC (raw)>"
+//	                of the samples taken up to T (Unix nanoseconds), so that
+//	                a case's peak ends at its End, before the server's
+//	                handlers build their replies
 //	quit or EOF  -> exit
 
 // cpuNow returns the user and system CPU time this process has used.
@@ -71,14 +74,18 @@ func serveMain(implName, host string, many bool, heapProfile string) error {
 	}
 	reply("ready %s %s", srv.Addr(), transport.Fingerprint(cert.Certificate[0]))
 
-	var peak, peakRaw atomic.Int64
+	peaks := memSamples{s: make([]memSample, 0, maxMemSamples)} // before any baseline
 	var peakStop chan struct{}
 	var peakDone sync.WaitGroup
 	nMem := 0
 	var peakProfiled int64
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		switch cmd := strings.TrimSpace(in.Text()); cmd {
+		fields := strings.Fields(in.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		switch cmd, args := fields[0], fields[1:]; cmd {
 		case "mem":
 			m := memNow(true)
 			if heapProfile != "" { // the live heap at this moment, for pprof
@@ -92,8 +99,8 @@ func serveMain(implName, host string, many bool, heapProfile string) error {
 			reply("count %d %d", st.nIdle.Load(), st.nBad.Load())
 		case "peak-start":
 			if peakStop == nil {
-				peak.Store(memNow(true))
-				peakRaw.Store(peak.Load())
+				first := memNow(true)
+				peaks.start(first)
 				peakStop = make(chan struct{})
 				peakDone.Add(1)
 				go func(stop chan struct{}) {
@@ -105,18 +112,16 @@ func serveMain(implName, host string, many bool, heapProfile string) error {
 						case <-stop:
 							return
 						case <-t.C:
-							if m := memNow(false); m > peakRaw.Load() {
-								peakRaw.Store(m)
+							at := time.Now().UnixNano()
+							raw := memNow(false)
+							live := memNow(true)
+							// With -memprofile, the live heap at each new
+							// peak 5 % above the last one written.
+							if heapProfile != "" && live > peakProfiled+peakProfiled/20 && live > peaks.highest() {
+								peakProfiled = live
+								writeProfile("heap", heapProfile+".peak")
 							}
-							if m := memNow(true); m > peak.Load() {
-								// With -memprofile, the live heap at each new
-								// peak 5 % above the last one written.
-								if heapProfile != "" && m > peakProfiled+peakProfiled/20 {
-									peakProfiled = m
-									writeProfile("heap", heapProfile+".peak")
-								}
-								peak.Store(m)
-							}
+							peaks.add(memSample{at, live, raw})
 						}
 					}
 				}(peakStop)
@@ -128,7 +133,14 @@ func serveMain(implName, host string, many bool, heapProfile string) error {
 				peakDone.Wait()
 				peakStop = nil
 			}
-			reply("peak %d %d", peak.Load(), peakRaw.Load())
+			until := int64(math.MaxInt64)
+			if len(args) > 0 {
+				if v, err := strconv.ParseInt(args[0], 10, 64); err == nil {
+					until = v
+				}
+			}
+			live, raw := peaks.until(until)
+			reply("peak %d %d", live, raw)
 		case "quit":
 			return nil
 		default:
@@ -235,4 +247,49 @@ func (c *child) stop() {
 		c.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// memSample is one reading of the peak sampler.
+type memSample struct{ at, live, raw int64 }
+
+// memSamples are the peak sampler's readings since peak-start: at 25 ms
+// apart, room for 100 s of them (the longest case runs a few seconds);
+// readings past that are not kept.
+type memSamples struct {
+	mu sync.Mutex
+	s  []memSample
+}
+
+const maxMemSamples = 4000
+
+func (m *memSamples) start(first int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.s = append(m.s[:0], memSample{time.Now().UnixNano(), first, first})
+}
+
+func (m *memSamples) add(x memSample) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.s) < cap(m.s) {
+		m.s = append(m.s, x)
+	}
+}
+
+// highest returns the highest live reading so far.
+func (m *memSamples) highest() int64 {
+	live, _ := m.until(math.MaxInt64)
+	return live
+}
+
+// until returns the highest live and raw readings taken up to t.
+func (m *memSamples) until(t int64) (live, raw int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, x := range m.s {
+		if x.at <= t {
+			live, raw = max(live, x.live), max(raw, x.raw)
+		}
+	}
+	return live, raw
 }
