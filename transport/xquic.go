@@ -471,6 +471,7 @@ type xquicLane struct {
 	eof       bool   // Read returned io.EOF
 	readStop  bool   // CancelRead was called before the end
 	readCode  uint64 // its code
+	peerReset bool   // Read reported the peer's RESET_STREAM
 	writeStop bool   // CancelWrite was called
 	writeCode uint64 // its code
 }
@@ -507,11 +508,17 @@ func (l *xquicLane) Read(p []byte) (int, error) {
 		return n, cerr
 	}
 	switch {
+	case stopped:
+		// CancelRead came first: a RESET_STREAM from the peer now is its
+		// answer to our STOP_SENDING, and the lane reports our code, as
+		// quic-go's does.
+		return n, &LaneError{Code: code}
 	case errors.As(err, &se) && uint64(se) != math.MaxInt64: // the peer's RESET_STREAM
+		l.mu.Lock()
+		l.peerReset = true // a CancelRead after this changes nothing
+		l.mu.Unlock()
 		l.s.CloseRead()
 		return n, &LaneError{Code: uint64(se), Remote: true}
-	case stopped:
-		return n, &LaneError{Code: code}
 	}
 	return n, fmt.Errorf("%w: %w", ErrConnClosed, err)
 }
@@ -584,11 +591,12 @@ func (l *xquicLane) CancelWrite(code uint64) {
 }
 
 // CancelRead asks the peer to stop sending (QUIC STOP_SENDING) with code
-// (at most 2^62-1). After Read has reported the end, it does nothing.
+// (at most 2^62-1). After Read has reported the end or the peer's reset,
+// it does nothing.
 func (l *xquicLane) CancelRead(code uint64) {
 	code = min(code, maxVarint)
 	l.mu.Lock()
-	if l.eof || l.readStop {
+	if l.eof || l.readStop || l.peerReset {
 		l.mu.Unlock()
 		return
 	}

@@ -273,6 +273,10 @@ func TestXQUICCancelRead(t *testing.T) {
 		requireLaneError(t, <-errc, 9, true)
 		_, err := lc.Write([]byte("more"))
 		requireLaneError(t, err, 9, true)
+		// The peer answered the STOP_SENDING with RESET_STREAM(9); let it
+		// arrive. Read still reports our own CancelRead, as over quic-go
+		// (it once said Remote when the reset had come first).
+		time.Sleep(20 * time.Millisecond)
 		_, err = ls.Read(make([]byte, 1))
 		requireLaneError(t, err, 9, false)
 		ls.CancelRead(10) // no effect
