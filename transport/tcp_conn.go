@@ -252,7 +252,6 @@ func (c *tcpConn) close(err error, final []byte, hard bool) {
 		return
 	}
 	c.closeErr, c.final, c.hard = err, final, hard
-	close(c.done)
 	c.incoming, c.ring, c.ctrl = nil, nil, nil
 	// What the lanes hold is of no more use: calls now fail with
 	// closeErr. Their chunks go back to the pool.
@@ -266,6 +265,9 @@ func (c *tcpConn) close(err error, final []byte, hard bool) {
 	if c.release != nil {
 		c.release()
 	}
+	// Done only now, so that whoever waits on it finds the listener's
+	// counts without this connection.
+	close(c.done)
 	if hard {
 		c.raw.Close()
 	} else {
