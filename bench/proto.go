@@ -114,7 +114,6 @@ type serverState struct {
 	idle   []io.ReadWriteCloser
 	nIdle  atomic.Int64
 	nBad   atomic.Int64
-	active sync.WaitGroup
 	// bufs holds the streams' read buffers, made when the process starts,
 	// so that a memory reading (memory-under-stall's peak over its
 	// baseline) counts the implementation's buffering, not the bench's own
