@@ -110,10 +110,10 @@ func (r *reply) at(t int64, col int) float64 {
 // ---- server side ----
 
 type serverState struct {
-	held   sync.Mutex
-	idle   []io.ReadWriteCloser
-	nIdle  atomic.Int64
-	nBad   atomic.Int64
+	held  sync.Mutex
+	idle  []io.ReadWriteCloser
+	nIdle atomic.Int64
+	nBad  atomic.Int64
 	// bufs holds the streams' read buffers, made when the process starts,
 	// so that a memory reading (memory-under-stall's peak over its
 	// baseline) counts the implementation's buffering, not the bench's own
