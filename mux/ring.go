@@ -153,14 +153,10 @@ func (b *ring) growChunks(c int) {
 			used[ci] = true
 			q += len(s)
 		} else {
-			for k := 0; k < len(s); {
-				if q/chunkSize == len(out) {
-					out = append(out, make([]byte, chunkSize))
-				}
-				m := copy(out[q/chunkSize][q%chunkSize:], s[k:])
-				k += m
-				q += m
+			for (q+len(s)-1)/chunkSize >= len(out) { // the chunks s goes into
+				out = append(out, make([]byte, chunkSize))
 			}
+			q = copyAt(out, q, s)
 		}
 		p = b.advance(p, len(s))
 		left -= len(s)
@@ -199,14 +195,20 @@ func (b *ring) relayout(c int) {
 		size += k
 	}
 	for q := 0; q < b.n; {
-		s := b.span(b.advance(b.r, q), b.n-q)
-		for k := 0; k < len(s); {
-			m := copy(out[q/chunkSize][q%chunkSize:], s[k:])
-			k += m
-			q += m
-		}
+		q = copyAt(out, q, b.span(b.advance(b.r, q), b.n-q))
 	}
 	b.chunks, b.size, b.r = out, c, 0
+}
+
+// copyAt copies s into chunks from position q, across chunk boundaries,
+// and returns the position after it. The chunks hold it.
+func copyAt(chunks [][]byte, q int, s []byte) int {
+	for len(s) > 0 {
+		m := copy(chunks[q/chunkSize][q%chunkSize:], s)
+		s = s[m:]
+		q += m
+	}
+	return q
 }
 
 // drop releases the memory; the buffer must be empty or abandoned.
