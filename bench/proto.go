@@ -118,11 +118,11 @@ type serverState struct {
 	// so that a memory reading (memory-under-stall's peak over its
 	// baseline) counts the implementation's buffering, not the bench's own
 	// 64 KiB per stream. A stream beyond them makes its own.
-	bufs chan []byte
+	bufs spares[[]byte]
 	// samples holds the streams' sample arrays, made when the process
 	// starts for the same reason; a stream beyond them, or one whose run
 	// needs more samples, makes its own.
-	samples chan [][3]int64
+	samples spares[[][3]int64]
 }
 
 const (
@@ -134,27 +134,31 @@ const (
 )
 
 func newServerState() *serverState {
-	st := &serverState{bufs: make(chan []byte, readBufs), samples: make(chan [][3]int64, readBufs)}
+	st := &serverState{bufs: make(spares[[]byte], readBufs), samples: make(spares[[][3]int64], readBufs)}
 	for range readBufs {
-		st.bufs <- make([]byte, readChunk)
-		st.samples <- make([][3]int64, 0, sampleCap)
+		st.bufs.put(make([]byte, readChunk))
+		st.samples.put(make([][3]int64, 0, sampleCap))
 	}
 	return st
 }
 
-// readBuf takes a read buffer; putBuf gives it back.
-func (st *serverState) readBuf() []byte {
+// spares holds values made ahead, as many as its capacity.
+type spares[T any] chan T
+
+// get takes a spare, or makes one with fresh if there is none.
+func (c spares[T]) get(fresh func() T) T {
 	select {
-	case b := <-st.bufs:
-		return b
+	case v := <-c:
+		return v
 	default:
-		return make([]byte, readChunk)
+		return fresh()
 	}
 }
 
-func (st *serverState) putBuf(b []byte) {
+// put gives v back, dropping it if the spares are full.
+func (c spares[T]) put(v T) {
 	select {
-	case st.bufs <- b:
+	case c <- v:
 	default:
 	}
 }
@@ -162,23 +166,16 @@ func (st *serverState) putBuf(b []byte) {
 // sampleArray takes an empty sample array of capacity at least n;
 // putSampleArray gives it back.
 func (st *serverState) sampleArray(n int) [][3]int64 {
-	if n <= sampleCap {
-		select {
-		case a := <-st.samples:
-			return a[:0]
-		default:
-		}
+	fresh := func() [][3]int64 { return make([][3]int64, 0, n) }
+	if n > sampleCap {
+		return fresh()
 	}
-	return make([][3]int64, 0, n)
+	return st.samples.get(fresh)[:0]
 }
 
 func (st *serverState) putSampleArray(a [][3]int64) {
-	if cap(a) != sampleCap {
-		return
-	}
-	select {
-	case st.samples <- a[:0]:
-	default:
+	if cap(a) == sampleCap {
+		st.samples.put(a[:0])
 	}
 }
 
@@ -238,8 +235,8 @@ func (st *serverState) handle(rwc io.ReadWriteCloser) {
 		b, _ := json.Marshal(&r)
 		rwc.Write(append(b, '\n'))
 	}()
-	buf := st.readBuf()
-	defer st.putBuf(buf)
+	buf := st.bufs.get(func() []byte { return make([]byte, readChunk) })
+	defer st.bufs.put(buf)
 	for {
 		if now := time.Now().UnixNano(); h.StallFrom != 0 && now >= h.StallFrom && now < h.StallTo && resumed.Load() == 0 {
 			time.Sleep(time.Duration(min(h.StallTo, h.End) - now)) // never past End: then drain
