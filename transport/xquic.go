@@ -360,6 +360,22 @@ func (c *xquicConn) closedErr() error {
 	return c.err
 }
 
+// closedDone returns why the connection closed once Done is closed, and
+// nil before that, without asking x/net/quic: cheap enough for every
+// Write. x/net/quic reports its connection closed (and so Done closes)
+// a moment before it fails the connection's streams, so a Write in that
+// moment would otherwise succeed after Done.
+func (c *xquicConn) closedDone() error {
+	select {
+	case <-c.done:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.err
+	default:
+		return nil
+	}
+}
+
 // opErr maps the error of a connection-level call: the caller's context
 // as it is, anything else as the reason the connection closed.
 func (c *xquicConn) opErr(ctx context.Context, err error) error {
@@ -373,6 +389,9 @@ func (c *xquicConn) opErr(ctx context.Context, err error) error {
 }
 
 func (c *xquicConn) OpenControl(ctx context.Context) (SendLane, error) {
+	if err := c.closedDone(); err != nil {
+		return nil, err
+	}
 	s, err := c.qc.NewSendOnlyStream(ctx)
 	if err != nil {
 		return nil, c.opErr(ctx, err)
@@ -389,6 +408,9 @@ func (c *xquicConn) AcceptControl(ctx context.Context) (io.Reader, error) {
 }
 
 func (c *xquicConn) OpenLane(ctx context.Context) (Lane, error) {
+	if err := c.closedDone(); err != nil {
+		return nil, err
+	}
 	s, err := c.qc.NewStream(ctx)
 	if err != nil {
 		return nil, c.opErr(ctx, err)
@@ -524,6 +546,9 @@ func (l *xquicLane) Read(p []byte) (int, error) {
 }
 
 func (l *xquicLane) Write(p []byte) (int, error) {
+	if err := l.c.closedDone(); err != nil {
+		return 0, err
+	}
 	ctx, err := l.w.begin()
 	if err != nil {
 		return 0, err
@@ -574,6 +599,9 @@ func (l *xquicLane) CloseWrite() error {
 	l.mu.Unlock()
 	if stopped {
 		return fmt.Errorf("transport: CloseWrite after CancelWrite(0x%x)", code)
+	}
+	if err := l.c.closedDone(); err != nil {
+		return err
 	}
 	return l.s.CloseWrite()
 }
