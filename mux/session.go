@@ -26,6 +26,16 @@ const laneReadBuffer = 128
 // or its queued control frames (at most one of each kind).
 const frameBufSize = 5*framing.MaxHeaderLen + 64
 
+// dataHeadSize is the most a DATA frame's first lane write carries: its
+// header and the first bytes of its payload, copied together so that the
+// header never goes alone. A header written alone is a packet of its
+// own over QUIC (quic-go sends a small write as soon as it is made,
+// x/net/quic flushes each Write): about one more packet per frame, each
+// with its cost in both processes. It fits in the smallest QUIC packet
+// (1,200 bytes with room for QUIC's own headers), so the copy costs a
+// little of one packet's work.
+const dataHeadSize = 1024
+
 // Session is one bp/1 session over a transport connection.
 //
 // A session owns these goroutines, all of which end when it closes: one
@@ -49,6 +59,7 @@ type Session struct {
 	wg        sync.WaitGroup
 
 	frameBufs   sync.Pool     // of *[frameBufSize]byte, for frames streams write
+	dataHeads   sync.Pool     // of *[dataHeadSize]byte, for DATA frames' first writes
 	acceptReady chan struct{} // signalled when acceptQ gains a stream
 	ctlSignal   chan struct{} // wakes the control writer
 	started     time.Time     // when New ran, for the SETTINGS timeout
@@ -170,6 +181,17 @@ func (sess *Session) frameBuf() *[frameBufSize]byte {
 }
 
 func (sess *Session) putFrameBuf(b *[frameBufSize]byte) { sess.frameBufs.Put(b) }
+
+// dataHead lends a buffer for a DATA frame's first write (dataHeadSize);
+// give it back with putDataHead once the lane write has returned.
+func (sess *Session) dataHead() *[dataHeadSize]byte {
+	if b, ok := sess.dataHeads.Get().(*[dataHeadSize]byte); ok {
+		return b
+	}
+	return new([dataHeadSize]byte)
+}
+
+func (sess *Session) putDataHead(b *[dataHeadSize]byte) { sess.dataHeads.Put(b) }
 
 func (sess *Session) goroutine(f func()) {
 	sess.wg.Add(1)

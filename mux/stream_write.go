@@ -210,12 +210,13 @@ func (s *Stream) writeDataChecked(p []byte, check func() error) error {
 	s.mu.Unlock()
 	if err == nil {
 		s.setLaneDeadline(laneDeadlineFor(s.writeDeadline.when()))
-		buf := s.sess.frameBuf()
+		buf := s.sess.dataHead()
 		h := framing.AppendHeader(buf[:0], framing.Header{Type: framing.TypeData, Flags: f.flags, StreamID: s.id, Length: uint64(len(f.payload))})
-		if _, err = s.lane.Write(h); err == nil {
-			_, err = s.lane.Write(f.payload)
+		k := min(len(f.payload), dataHeadSize-len(h)) // the header never goes alone
+		if _, err = s.lane.Write(append(h, f.payload[:k]...)); err == nil && k < len(f.payload) {
+			_, err = s.lane.Write(f.payload[k:])
 		}
-		s.sess.putFrameBuf(buf)
+		s.sess.putDataHead(buf)
 		var out eventBuf
 		s.mu.Lock()
 		s.laneWriting = false
