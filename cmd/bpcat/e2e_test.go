@@ -232,6 +232,28 @@ func stalledPipeline(t *testing.T, viaRelay bool) {
 
 func TestStalledReaderHoldsProducer(t *testing.T) { stalledPipeline(t, false) }
 
+// TestLargeFixedWindow: a fixed window larger than the default session
+// budget (--window 100MiB on both sides) moves data; the budget grows to
+// hold the window and what else the session charges to it. (The budget
+// was once sized to the window alone, and the decoder's reservation left
+// no room for a stream's floor: every stream was refused.)
+func TestLargeFixedWindow(t *testing.T) {
+	const total = 8 << 20
+	l, addr, fp := startListener(t, "listen", nil, nil, "--window", "100MiB", "--max-window", "100MiB")
+	l.stdin.Close()
+	c := start(t, "connect", nil, nil, "connect", "--window", "100MiB", "--max-window", "100MiB", "--pin", fp, addr)
+	at := consumeAsync(l.stdout)
+	prod := newProducer(5)
+	require.NoError(t, prod.produce(c.stdin, total))
+	select {
+	case r := <-at:
+		require.NoError(t, r.err)
+		assert.Equal(t, int64(total), r.n, "bytes at the listener")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the listener did not get the data")
+	}
+}
+
 // TestReadRateAndTrace receives at a limited rate with a trace, and checks
 // the data and that the trace recorded the window's work.
 func TestReadRateAndTrace(t *testing.T) {

@@ -14,6 +14,11 @@ import (
 	"github.com/bpmux/bp/mux"
 )
 
+// budgetSlack is what a session budget sized for one large window holds
+// besides it: mux.SessionOverhead, mux.StreamOverhead and a decoder of
+// compressed data, 0.7 MiB in all, with room to spare.
+const budgetSlack = 4 << 20
+
 // flagSet is a flag.FlagSet that takes flags before and after the
 // positional arguments, reports errors as one line and prints help on
 // request.
@@ -197,8 +202,11 @@ func (f *sessionFlags) config(onEvent func(mux.Event)) (*mux.Config, error) {
 	if cfg.InitialWindow == 0 && cfg.MaxWindow != 0 && cfg.MaxWindow < 128<<10 {
 		cfg.InitialWindow = max(cfg.MaxWindow, mux.DefaultInitialWindow)
 	}
-	if cfg.MaxWindow != 0 && cfg.SessionBudget == 0 && cfg.MaxWindow > 64<<20 {
-		cfg.SessionBudget = cfg.MaxWindow
+	// One stream may reach the largest window asked for: the budget
+	// holds it and what else it holds (the session's and the stream's
+	// fixed memory, the decoder of compressed data: under budgetSlack).
+	if cfg.MaxWindow != 0 && cfg.SessionBudget == 0 && cfg.MaxWindow+budgetSlack > 64<<20 {
+		cfg.SessionBudget = cfg.MaxWindow + budgetSlack
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, usageErrorf("--window/--max-window: %v", strings.TrimPrefix(err.Error(), "mux: "))
