@@ -82,13 +82,14 @@ func oursConfig(o opts) *mux.Config {
 	if !o.manyStreams {
 		return nil // the defaults
 	}
-	// 10,000 initial windows, and slack for what else the session may
-	// charge to its budget (shared decoders, say): the budget is a bound,
-	// not memory taken.
+	// 10,000 initial windows with their streams' fixed memory, the
+	// session's, and slack for what else the session may charge to its
+	// budget (shared decoders, say): the budget is a bound, not memory
+	// taken.
 	return &mux.Config{
 		MaxStreams:    10000,
 		InitialWindow: mux.DefaultInitialWindow,
-		SessionBudget: 10001*mux.DefaultInitialWindow + 16<<20,
+		SessionBudget: mux.SessionOverhead + 10001*(mux.DefaultInitialWindow+mux.StreamOverhead) + 16<<20,
 	}
 }
 

@@ -95,9 +95,11 @@ const (
 // stream limit are all within reach of a short input.
 func fuzzConfig() *mux.Config {
 	return &mux.Config{
-		InitialWindow:     16 << 10,
-		MaxWindow:         64 << 10,
-		SessionBudget:     512 << 10, // half of it holds the decoder of compressed DATA
+		InitialWindow: 16 << 10,
+		MaxWindow:     64 << 10,
+		// Besides the session's and four streams' fixed memory, half of
+		// it holds the decoder of compressed DATA.
+		SessionBudget:     mux.SessionOverhead + 512<<10 + 4*mux.StreamOverhead,
 		MaxStreams:        8,
 		MaxFramePayload:   16 << 10,
 		KeepAliveInterval: -1,

@@ -340,6 +340,13 @@ func TestShutdownDeliversEverything(t *testing.T) {
 
 // windowsReserved is the part of the session budget the streams' windows
 // hold: all of it but the codecs' memory.
+// withOverhead is a session budget that holds windows bytes of windows
+// for streams streams, besides the session's and the streams' fixed
+// memory.
+func withOverhead(windows uint64, streams int) uint64 {
+	return SessionOverhead + windows + uint64(streams)*StreamOverhead
+}
+
 func windowsReserved(st SessionStats) uint64 {
-	return st.BudgetUsed - st.Compression.CodecMemory
+	return st.BudgetUsed - st.Compression.CodecMemory - st.Overhead
 }

@@ -307,7 +307,7 @@ func TestAttackSlowloris(t *testing.T) {
 // once budget is freed, new streams are admitted again.
 func TestAttackBudget(t *testing.T) {
 	const iw = 64 << 10
-	const budget = 4 * iw
+	budget := withOverhead(4*iw, 4) // four streams, no decoder
 	srv := newRawServer(t, &Config{InitialWindow: iw, MaxWindow: iw, SessionBudget: budget, KeepAliveInterval: -1}, transport.QUICConfig{})
 	p := dialRaw(t, srv)
 

@@ -22,6 +22,22 @@ const (
 	DefaultMaxStreams = 256
 )
 
+// What the session budget holds besides the streams' windows, so that it
+// bounds the memory a peer can make a session hold (Config.SessionBudget).
+const (
+	// SessionOverhead is what a session charges to its SessionBudget for
+	// itself, from the start: the transport's connection (its buffers and
+	// TLS state) and the session's own state and goroutines. An idle
+	// session with no streams holds 80-170 KB on each side (quic-go's and
+	// x/net/quic's less, TCP+TLS's more); a busy one more than that, as
+	// its buffers and stacks grow.
+	SessionOverhead = 256 << 10
+	// StreamOverhead is what each stream charges to SessionBudget
+	// besides its receive window, for its whole life: its state, its lane
+	// reader's goroutine and the transport's stream, 5-11 KB on each side.
+	StreamOverhead = 8 << 10
+)
+
 // DefaultDeadPeerTimeout is the default Config.DeadPeerTimeout: a peer
 // that vanishes is noticed within it.
 const DefaultDeadPeerTimeout = 10 * time.Second
@@ -40,8 +56,12 @@ type Config struct {
 	// MaxWindow is the largest a stream's receive window may auto-tune to.
 	// Default 16 MiB. Set it equal to InitialWindow for a fixed window.
 	MaxWindow uint64
-	// SessionBudget bounds the sum of all streams' receive buffering (and
-	// the credit that could fill it). Default 64 MiB.
+	// SessionBudget bounds the memory the peer can make the session hold:
+	// the sum of all streams' receive buffering (and the credit that could
+	// fill it), the compression codecs the peer's streams use, the
+	// session's own fixed memory (SessionOverhead) and each stream's
+	// (StreamOverhead). Default 64 MiB; at least SessionOverhead +
+	// InitialWindow + StreamOverhead, room for one stream.
 	SessionBudget uint64
 	// MaxStreams is how many concurrent streams the peer may open. Default
 	// DefaultMaxStreams.
@@ -164,8 +184,9 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("mux: InitialWindow %d is below the protocol minimum %d", c.InitialWindow, DefaultInitialWindow)
 	case c.MaxWindow < c.InitialWindow || c.MaxWindow > framing.MaxVarint:
 		return c, fmt.Errorf("mux: MaxWindow %d is below InitialWindow %d", c.MaxWindow, c.InitialWindow)
-	case c.SessionBudget < c.InitialWindow:
-		return c, fmt.Errorf("mux: SessionBudget %d cannot hold one InitialWindow %d", c.SessionBudget, c.InitialWindow)
+	case c.SessionBudget < SessionOverhead+c.InitialWindow+StreamOverhead:
+		return c, fmt.Errorf("mux: SessionBudget %d cannot hold the session (SessionOverhead %d) and one stream (InitialWindow %d + StreamOverhead %d)",
+			c.SessionBudget, SessionOverhead, c.InitialWindow, StreamOverhead)
 	case c.MaxFramePayload < DefaultMaxFramePayload || c.MaxFramePayload > framing.MaxDataPayload:
 		return c, fmt.Errorf("mux: MaxFramePayload %d outside [%d, %d]", c.MaxFramePayload, DefaultMaxFramePayload, framing.MaxDataPayload)
 	case c.DeadPeerTimeout < 0:

@@ -194,12 +194,15 @@ type StreamStats struct {
 
 // SessionStats is a snapshot of a session's counters.
 type SessionStats struct {
-	Streams         int           // streams open now
-	StreamsOpened   uint64        // streams opened by this endpoint, ever
-	StreamsAccepted uint64        // streams opened by the peer, ever
-	StreamsRefused  uint64        // peer streams refused
-	BudgetUsed      uint64        // sum of stream reservations
-	BudgetTotal     uint64        // the session budget
+	Streams         int    // streams open now
+	StreamsOpened   uint64 // streams opened by this endpoint, ever
+	StreamsAccepted uint64 // streams opened by the peer, ever
+	StreamsRefused  uint64 // peer streams refused
+	BudgetUsed      uint64 // what the session budget holds: windows, codecs and Overhead
+	BudgetTotal     uint64 // the session budget
+	// Overhead is the part of BudgetUsed that is fixed memory: the
+	// session's SessionOverhead and each stream's StreamOverhead.
+	Overhead        uint64
 	RTT             time.Duration // smoothed RTT
 	BytesSent       uint64
 	BytesReceived   uint64

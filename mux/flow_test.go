@@ -215,10 +215,10 @@ func TestStalledStreamDoesNotBlockSiblings(t *testing.T) {
 // receive buffering stays within the session budget at every sample, and
 // writers are held.
 func TestBudgetBoundsBuffering(t *testing.T) {
-	const budget = 2 << 20
+	const streams = 12
+	budget := withOverhead(2<<20, streams)
 	srv := &Config{InitialWindow: 128 << 10, MaxWindow: 1 << 20, SessionBudget: budget}
 	p := newPair(t, nil, srv)
-	const streams = 12
 	for i := range streams {
 		c, _ := p.openPair(t)
 		go io.Copy(c, newPattern(uint64(i)))

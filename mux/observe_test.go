@@ -258,7 +258,7 @@ func TestBlockedSlowReader(t *testing.T) {
 func TestBlockedSessionBudget(t *testing.T) {
 	const initial = DefaultInitialWindow
 	var serverLog eventLog
-	p := newPair(t, nil, &Config{InitialWindow: initial, MaxWindow: 1 << 20, SessionBudget: 2 * initial, OnEvent: serverLog.hook})
+	p := newPair(t, nil, &Config{InitialWindow: initial, MaxWindow: 1 << 20, SessionBudget: withOverhead(2*initial, 1), OnEvent: serverLog.hook})
 	c, s := p.openPair(t)
 	done := writeInBackground(c, 32<<20)
 

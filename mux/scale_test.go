@@ -21,7 +21,7 @@ func TestTenThousandStreams(t *testing.T) {
 	cfg := &Config{
 		InitialWindow: DefaultInitialWindow,
 		MaxWindow:     DefaultInitialWindow,
-		SessionBudget: uint64(n+1) * DefaultInitialWindow,
+		SessionBudget: withOverhead(uint64(n+1)*DefaultInitialWindow, n+1),
 		MaxStreams:    n,
 		// Exactly the streams' floors: no room for the decoder a session
 		// that accepts compression holds.

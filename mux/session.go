@@ -28,13 +28,15 @@ const frameBufSize = 5*framing.MaxHeaderLen + 64
 
 // dataHeadSize is the most a DATA frame's first lane write carries: its
 // header and the first bytes of its payload, copied together so that the
-// header never goes alone. A header written alone is a packet of its
-// own over QUIC (quic-go sends a small write as soon as it is made,
-// x/net/quic flushes each Write): about one more packet per frame, each
-// with its cost in both processes. It fits in the smallest QUIC packet
-// (1,200 bytes with room for QUIC's own headers), so the copy costs a
-// little of one packet's work.
-const dataHeadSize = 1024
+// header never goes alone, and a small frame (a request of 1 KiB, say)
+// goes in one write. A header written alone is a packet of its own over
+// QUIC (quic-go sends a small write as soon as it is made, x/net/quic
+// flushes each Write): one more packet per frame, with its cost in both
+// processes, and for a small message a second packet that may be lost,
+// which doubles its odds of waiting for loss recovery. 1,150 bytes fit
+// in one packet of the smallest size QUIC allows (1,200 bytes, which
+// x/net/quic keeps to) with QUIC's own headers and the STREAM frame's.
+const dataHeadSize = 1150
 
 // Session is one bp/1 session over a transport connection.
 //
@@ -89,6 +91,7 @@ type Session struct {
 		stalls, pingsSent, pingsRecvd atomic.Uint64
 		opened, accepted, refused     atomic.Uint64
 		paced                         atomic.Uint64
+		receivers                     atomic.Int64 // streams holding a receive window (and StreamOverhead)
 	}
 
 	mu       sync.Mutex // guards the fields below
@@ -157,6 +160,7 @@ func New(conn transport.Conn, cfg *Config) (*Session, error) {
 	}
 	sess.peerInitial.Store(DefaultInitialWindow)
 	sess.peerMaxFrame.Store(DefaultMaxFramePayload)
+	sess.budget.Charge(SessionOverhead) // withDefaults made room for it
 	sess.initCompression()
 	if err := sess.initAdmission(); err != nil {
 		cancel()
@@ -232,7 +236,7 @@ func (sess *Session) open(ctx context.Context, opts StreamOptions) (*Stream, err
 	sess.nextID += 2
 	sess.mu.Unlock()
 
-	recv, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
+	recv, err := sess.newReceiver()
 	if err != nil {
 		sess.obs.refusals.Add(1)
 		sess.emitSession(EventBudgetRefused, func(ev *Event) { ev.Stream, ev.Value = id, sess.cfg.InitialWindow })
@@ -240,7 +244,7 @@ func (sess *Session) open(ctx context.Context, opts StreamOptions) (*Stream, err
 	}
 	lane, err := sess.conn.OpenLane(ctx)
 	if err != nil {
-		recv.Close()
+		sess.closeReceiver(recv)
 		if sess.isClosed() {
 			return nil, sess.err()
 		}
@@ -255,7 +259,7 @@ func (sess *Session) open(ctx context.Context, opts StreamOptions) (*Stream, err
 	sess.mu.Lock()
 	if sess.isClosed() {
 		sess.mu.Unlock()
-		recv.Close()
+		sess.closeReceiver(recv)
 		lane.CancelWrite(uint64(framing.Cancel))
 		return nil, sess.err()
 	}
@@ -264,7 +268,7 @@ func (sess *Session) open(ctx context.Context, opts StreamOptions) (*Stream, err
 		// have sent DONE since: the peer never heard of this stream, so
 		// abandoning its lane loses nothing.
 		sess.mu.Unlock()
-		recv.Close()
+		sess.closeReceiver(recv)
 		lane.CancelWrite(uint64(framing.RefusedStream))
 		lane.CancelRead(uint64(framing.RefusedStream))
 		return nil, ErrGoAway
@@ -531,12 +535,27 @@ func (sess *Session) laneError(err error) error {
 	return err
 }
 
+// newReceiver takes a new stream's receive window, and its
+// StreamOverhead, from the budget; closeReceiver gives them back.
+func (sess *Session) newReceiver() (*window.Receiver, error) {
+	r, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
+	if err == nil {
+		sess.stats.receivers.Add(1)
+	}
+	return r, err
+}
+
+func (sess *Session) closeReceiver(r *window.Receiver) {
+	r.Close()
+	sess.stats.receivers.Add(-1)
+}
+
 func (sess *Session) windowConfig() window.Config {
 	idle := sess.cfg.IdleShrinkAfter
 	if idle < 0 {
 		idle = 0
 	}
-	return window.Config{Initial: sess.cfg.InitialWindow, Max: sess.cfg.MaxWindow, IdleAfter: idle}
+	return window.Config{Initial: sess.cfg.InitialWindow, Max: sess.cfg.MaxWindow, IdleAfter: idle, Overhead: StreamOverhead}
 }
 
 func (sess *Session) rtt() time.Duration {
@@ -561,6 +580,7 @@ func (sess *Session) Stats() SessionStats {
 		StreamsRefused:   sess.stats.refused.Load(),
 		BudgetUsed:       sess.budget.Used(),
 		BudgetTotal:      sess.budget.Total(),
+		Overhead:         SessionOverhead + uint64(sess.stats.receivers.Load())*StreamOverhead,
 		RTT:              sess.rtt(),
 		BytesSent:        sess.stats.bytesSent.Load(),
 		BytesReceived:    sess.stats.bytesReceived.Load(),

@@ -9,7 +9,6 @@ import (
 
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
-	"github.com/bpmux/bp/window"
 )
 
 // This file is how a session learns of the peer's streams: accepting
@@ -131,7 +130,7 @@ func (sess *Session) admit(id uint64, lane transport.Lane) (_ *Stream, _ refusal
 		sess.obs.rateRefused.Add(1)
 		return nil, refusal{retryAfter: wait}, nil
 	}
-	recv, err := window.NewReceiver(sess.windowConfig(), sess.budget, sess.cfg.Now())
+	recv, err := sess.newReceiver()
 	if err != nil {
 		return nil, refusal{noBudget: true}, nil // no budget for its floor: refused, never given zero credit
 	}

@@ -341,7 +341,7 @@ func (s *Stream) maybeRemove() {
 		s.removed = true
 		if s.recv != nil && !s.filling { // else the lane reader releases it when its fill ends
 			s.buf.drop()
-			s.recv.Close()
+			s.sess.closeReceiver(s.recv)
 			s.recv = nil
 		}
 	}

@@ -518,7 +518,7 @@ func (s *Stream) dataEnd(d *dataFill, err error) error {
 	s.filling = false
 	if s.removed && s.recv != nil { // retired while we filled: release here
 		s.buf.drop()
-		s.recv.Close()
+		s.sess.closeReceiver(s.recv)
 		s.recv = nil
 		s.mu.Unlock()
 		return nil

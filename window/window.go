@@ -119,6 +119,12 @@ type Config struct {
 	// urgency has always meant. A stream that follows RFC 9218's default
 	// sets [DefaultUrgency]. [Receiver.SetUrgency] changes it later.
 	Urgency uint8
+	// Overhead is what the stream costs besides its receive buffer: its
+	// state, its reader, the transport's stream. It is taken from the
+	// budget with Initial, for the stream's whole life, so that the budget
+	// bounds what the peer's streams make this side hold, not only what
+	// they buffer. Zero: nothing.
+	Overhead uint64
 }
 
 // UpdateFraction is the share of the window that must have been consumed
@@ -141,6 +147,7 @@ type Receiver struct {
 	window                    uint64
 	bufCap                    uint64 // memory the stream's buffer holds
 	reserved                  uint64
+	overhead                  uint64 // cfg.Overhead while the stream lives; not in reserved
 
 	rtt         time.Duration
 	epochStart  time.Time
@@ -184,9 +191,9 @@ func NewReceiver(cfg Config, budget *Budget, now time.Time) (*Receiver, error) {
 	if cfg.Urgency > LeastUrgent {
 		return nil, fmt.Errorf("window: invalid config: urgency %d, want 0 to %d", cfg.Urgency, LeastUrgent)
 	}
-	if !budget.reserveExactly(cfg.Initial) {
+	if !budget.reserveExactly(cfg.Initial + cfg.Overhead) {
 		return nil, fmt.Errorf("%w: %d of %d bytes in use, stream needs %d",
-			ErrBudgetExhausted, budget.Used(), budget.Total(), cfg.Initial)
+			ErrBudgetExhausted, budget.Used(), budget.Total(), cfg.Initial+cfg.Overhead)
 	}
 	return &Receiver{
 		cfg:        cfg,
@@ -194,6 +201,7 @@ func NewReceiver(cfg Config, budget *Budget, now time.Time) (*Receiver, error) {
 		limit:      cfg.Initial,
 		window:     cfg.Initial,
 		reserved:   cfg.Initial,
+		overhead:   cfg.Overhead,
 		epochStart: now,
 		lastRead:   now,
 		urgency:    cfg.Urgency,
@@ -328,8 +336,8 @@ func (r *Receiver) OnTick(now time.Time) (shrunk bool) {
 // Close releases the stream's whole reservation. The Receiver must not be
 // used afterwards.
 func (r *Receiver) Close() {
-	r.budget.release(r.reserved)
-	r.reserved = 0
+	r.budget.release(r.reserved + r.overhead)
+	r.reserved, r.overhead = 0, 0
 	r.window, r.limit, r.bufCap = 0, r.received, 0
 }
 

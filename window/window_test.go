@@ -592,6 +592,39 @@ func TestBudgetRefusesStream(t *testing.T) {
 	assert.Zero(t, b.Used())
 }
 
+// TestOverhead: a stream's Overhead is taken with its initial window, a
+// stream refused for it takes nothing, growth never uses it, and Close
+// gives it back once.
+func TestOverhead(t *testing.T) {
+	b := NewBudget(100 * kib)
+	cfg := Config{Initial: 32 * kib, Max: 256 * kib, Overhead: 8 * kib}
+	r1 := newReceiver(t, cfg, b, t0)
+	assert.Equal(t, uint64(40*kib), b.Used())
+	assert.Equal(t, uint64(32*kib), r1.Reserved(), "Reserved is the window's alone")
+	r2 := newReceiver(t, cfg, b, t0)
+	assert.Equal(t, uint64(80*kib), b.Used())
+	_, err := NewReceiver(Config{Initial: 16 * kib, Max: 16 * kib, Overhead: 8 * kib}, b, t0)
+	assert.ErrorIs(t, err, ErrBudgetExhausted, "20 KiB free, 24 KiB needed")
+	assert.Equal(t, uint64(80*kib), b.Used(), "a refused stream takes nothing")
+
+	// Growth takes only what is free after the overheads.
+	r1.SetRTT(ms(10))
+	s := NewSender(32 * kib)
+	now := t0
+	for range 4 {
+		now = round(t, r1, &s, now, ms(1))
+	}
+	assert.Equal(t, uint64(52*kib), r1.Reserved(), "32 KiB plus the 20 KiB free")
+	assert.Equal(t, b.Total(), b.Used())
+
+	r1.Close()
+	assert.Equal(t, uint64(40*kib), b.Used())
+	r1.Close()
+	assert.Equal(t, uint64(40*kib), b.Used(), "a second Close gives back nothing")
+	r2.Close()
+	assert.Zero(t, b.Used())
+}
+
 func TestCloseReleasesEverything(t *testing.T) {
 	b := NewBudget(4 * mib)
 	cfg := Config{Initial: 64 * kib, Max: mib, IdleAfter: time.Second}

@@ -186,15 +186,16 @@ func TestPlotQlog(t *testing.T) {
 // at both ends, into dir, and returns once both files are complete: the
 // client writes size bytes on each of streams streams at once; the server
 // reads each as slowRead does. The server's session budget holds a
-// window and a half: the first stream's window grows into it, and the
-// others' growth is refused.
+// window and a half besides its fixed memory (the session's and two
+// streams'): the first stream's window grows into it, and the others'
+// growth is refused.
 func qlogTransfer(t *testing.T, dir string, streams, size int, pause time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cert, err := transport.SelfSigned("127.0.0.1")
 	require.NoError(t, err)
-	ln, err := bp.Listen("127.0.0.1:0", transport.ServerConfig(cert), &mux.Config{QlogDir: dir, InitialWindow: 64 << 10, MaxWindow: 1 << 20, SessionBudget: 1536 << 10})
+	ln, err := bp.Listen("127.0.0.1:0", transport.ServerConfig(cert), &mux.Config{QlogDir: dir, InitialWindow: 64 << 10, MaxWindow: 1 << 20, SessionBudget: 1536<<10 + mux.SessionOverhead + 2*mux.StreamOverhead})
 	require.NoError(t, err)
 	defer ln.Close()
 	pin, err := transport.PinnedClientConfig(transport.Fingerprint(cert.Certificate[0]))
