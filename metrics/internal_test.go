@@ -19,7 +19,7 @@ import (
 // gaugeFields are the fields of mux.SessionStats that are not summed
 // into the retained totals: gauges, and what describes one session only.
 var gaugeFields = map[string]bool{
-	"Streams": true, "AcceptQueue": true, "BudgetUsed": true, "BudgetTotal": true, "RTT": true,
+	"Streams": true, "AcceptQueue": true, "BudgetUsed": true, "BudgetTotal": true, "Overhead": true, "RTT": true,
 	"Closed": true, "CloseCode": true, "CloseRemote": true, "Breaker": true,
 }
 
@@ -72,7 +72,7 @@ func TestAddCountersCoversEveryField(t *testing.T) {
 		assert.Equal(t, sv.Field(i).Interface(), cv.Field(i).Interface(), "counter %s is not folded into the totals", name)
 		assert.True(t, gv.Field(i).IsZero(), "counter %s summed as a gauge", name)
 	}
-	for _, name := range []string{"Streams", "AcceptQueue", "BudgetUsed", "BudgetTotal"} {
+	for _, name := range []string{"Streams", "AcceptQueue", "BudgetUsed", "BudgetTotal", "Overhead"} {
 		assert.Equal(t, sv.FieldByName(name).Interface(), gv.FieldByName(name).Interface(), "gauge %s", name)
 	}
 }

@@ -164,7 +164,7 @@ func codeName(code uint64) string {
 }
 
 // addCounters adds the counters of src (not its gauges: Streams,
-// AcceptQueue, BudgetUsed, BudgetTotal, RTT) to dst.
+// AcceptQueue, BudgetUsed, BudgetTotal, Overhead, RTT) to dst.
 func addCounters(dst, src *mux.SessionStats) {
 	dst.StreamsOpened += src.StreamsOpened
 	dst.StreamsAccepted += src.StreamsAccepted
@@ -207,6 +207,7 @@ func addGauges(dst, src *mux.SessionStats) {
 	dst.AcceptQueue += src.AcceptQueue
 	dst.BudgetUsed += src.BudgetUsed
 	dst.BudgetTotal += src.BudgetTotal
+	dst.Overhead += src.Overhead
 	dst.Compression.CodecMemory += src.Compression.CodecMemory
 }
 

@@ -254,6 +254,8 @@ func TestCollectorMatchesStats(t *testing.T) {
 		assert.Equal(t, float64(st.BudgetTotal), value(t, tc.mfs, "bp_budget_limit_bytes", gauge))
 		assert.Positive(t, value(t, tc.mfs, "bp_budget_limit_bytes", gauge))
 		assert.LessOrEqual(t, value(t, tc.mfs, "bp_budget_used_bytes", gauge), value(t, tc.mfs, "bp_budget_limit_bytes", gauge))
+		assert.Equal(t, float64(st.Overhead), value(t, tc.mfs, "bp_budget_overhead_bytes", gauge))
+		assert.GreaterOrEqual(t, value(t, tc.mfs, "bp_budget_overhead_bytes", gauge), float64(mux.SessionOverhead))
 	}
 	assert.Equal(t, float64(1), value(t, s, "bp_listener_sessions_open", gauge))
 	assert.Equal(t, float64(0), value(t, s, "bp_listener_handshakes", gauge))
