@@ -208,7 +208,7 @@ func (sess *Session) goroutine(f func()) {
 // Open opens a new stream. It waits while the transport's stream limit is
 // reached, until ctx is done. It fails at once, with an error matching
 // window.ErrBudgetExhausted, if the session budget cannot hold the new
-// stream's initial receive window; with ErrGoAway once either side has
+// stream's initial receive window and its StreamOverhead; with ErrGoAway once either side has
 // sent GOAWAY. The stream is compressed as Config.Compression says
 // (OpenStream chooses per stream).
 func (sess *Session) Open(ctx context.Context) (*Stream, error) {
