@@ -89,6 +89,37 @@ func TestResetCarriesCode(t *testing.T) {
 	assert.Zero(t, windowsReserved(p.server.Stats()))
 }
 
+// TestOverheadCharged: each side's budget holds SessionOverhead from the
+// start and StreamOverhead for each stream while it lives; once the
+// streams are retired only the session's is left.
+func TestOverheadCharged(t *testing.T) {
+	p := newPair(t, nil, nil)
+	for _, sess := range []*Session{p.client, p.server} {
+		assert.Equal(t, uint64(SessionOverhead), sess.Stats().Overhead)
+	}
+	const n = 3
+	var streams []*Stream
+	for range n {
+		c, s := p.openPair(t)
+		streams = append(streams, c, s)
+	}
+	for _, sess := range []*Session{p.client, p.server} {
+		st := sess.Stats()
+		assert.Equal(t, uint64(SessionOverhead+n*StreamOverhead), st.Overhead)
+		assert.GreaterOrEqual(t, windowsReserved(st), uint64(n*128<<10), "besides, each stream's floor (the default InitialWindow)")
+	}
+	for _, s := range streams {
+		s.Reset(0)
+	}
+	require.Eventually(t, func() bool { return len(p.client.Streams()) == 0 && len(p.server.Streams()) == 0 },
+		10*time.Second, 10*time.Millisecond, "reset streams are retired on both sides")
+	for _, sess := range []*Session{p.client, p.server} {
+		st := sess.Stats()
+		assert.Equal(t, uint64(SessionOverhead), st.Overhead)
+		assert.Equal(t, st.Overhead+st.Compression.CodecMemory, st.BudgetUsed, "the streams gave everything back")
+	}
+}
+
 // TestCloseDeliversThenRetires: Close after Write still delivers the data,
 // the stream is retired on both sides, and its budget returned.
 func TestCloseDeliversThenRetires(t *testing.T) {
