@@ -161,6 +161,10 @@ func (c Config) Validate() error {
 	return err
 }
 
+// WithDefaults returns c with every field left unset filled in with its
+// default, as New uses it, or the error Validate returns for c.
+func (c Config) WithDefaults() (Config, error) { return c.withDefaults() }
+
 func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.InitialWindow, 128<<10)
 	setDefault(&c.MaxWindow, max(16<<20, c.InitialWindow))

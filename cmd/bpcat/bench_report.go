@@ -106,18 +106,15 @@ func (r *benchReport) plan(bf *benchFlags) string {
 // section), with the library's defaults filled in.
 func sessConfig(bf *benchFlags) mux.Config {
 	cfg, err := bf.sessionFlags.config(nil)
-	if err != nil || cfg == nil {
+	if err != nil {
 		return mux.Config{}
 	}
-	c := *cfg
-	if c.InitialWindow == 0 {
-		c.InitialWindow = mux.DefaultInitialWindow
+	if cfg == nil {
+		cfg = &mux.Config{} // the defaults
 	}
-	if c.MaxWindow == 0 {
-		c.MaxWindow = max(16<<20, c.InitialWindow)
-	}
-	if c.SessionBudget == 0 {
-		c.SessionBudget = max(64<<20, c.MaxWindow)
+	c, err := cfg.WithDefaults()
+	if err != nil {
+		return mux.Config{}
 	}
 	return c
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpmux/bp/mux"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -143,6 +144,12 @@ func TestBenchJSON(t *testing.T) {
 
 	assert.Equal(t, 2, doc.Start.TestStart.NumStreams)
 	assert.Len(t, doc.Start.Connected, 2)
+	defaults, err := mux.Config{}.WithDefaults()
+	require.NoError(t, err)
+	assert.Equal(t, defaults.InitialWindow, doc.Start.BP.InitialWindow, "the library's default, no flag given")
+	assert.Equal(t, uint64(128<<10), doc.Start.BP.InitialWindow)
+	assert.Equal(t, defaults.MaxWindow, doc.Start.BP.MaxWindow)
+	assert.Equal(t, defaults.SessionBudget, doc.Start.BP.SessionBudget)
 	assert.Len(t, doc.End.Streams, 2)
 	assert.GreaterOrEqual(t, len(doc.Intervals), 2)
 	checkIntervals(t, doc, false)
