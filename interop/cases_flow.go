@@ -75,9 +75,9 @@ func runStall(ctx context.Context, e *Env) (string, error) {
 		return "", errors.New("no server session")
 	}
 	// What the budget holds besides the windows: codecs and fixed memory.
-	if st := ss.Stats(); st.BudgetUsed-st.Compression.CodecMemory-st.Overhead > 2*window {
+	if st := ss.Stats(); st.WindowBytes() > 2*window {
 		return "", fmt.Errorf("the server's windows hold %d bytes for two fixed windows of %d (budget used %d, codecs %d, fixed memory %d)",
-			st.BudgetUsed-st.Compression.CodecMemory-st.Overhead, window, st.BudgetUsed, st.Compression.CodecMemory, st.Overhead)
+			st.WindowBytes(), window, st.BudgetUsed, st.Compression.CodecMemory, st.Overhead)
 	}
 	close(stop)
 	if err := <-stalledDone; err != nil {

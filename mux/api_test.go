@@ -86,7 +86,7 @@ func TestResetCarriesCode(t *testing.T) {
 	require.ErrorIs(t, err, ErrStreamReset)
 	require.Eventually(t, func() bool { return len(p.client.Streams()) == 0 && len(p.server.Streams()) == 0 },
 		10*time.Second, 10*time.Millisecond, "reset streams are retired on both sides")
-	assert.Zero(t, windowsReserved(p.server.Stats()))
+	assert.Zero(t, p.server.Stats().WindowBytes())
 }
 
 // TestOverheadCharged: each side's budget holds SessionOverhead from the
@@ -106,7 +106,7 @@ func TestOverheadCharged(t *testing.T) {
 	for _, sess := range []*Session{p.client, p.server} {
 		st := sess.Stats()
 		assert.Equal(t, uint64(SessionOverhead+n*StreamOverhead), st.Overhead)
-		assert.GreaterOrEqual(t, windowsReserved(st), uint64(n*128<<10), "besides, each stream's floor (the default InitialWindow)")
+		assert.GreaterOrEqual(t, st.WindowBytes(), uint64(n*128<<10), "besides, each stream's floor (the default InitialWindow)")
 	}
 	for _, s := range streams {
 		s.Reset(0)
@@ -138,8 +138,8 @@ func TestCloseDeliversThenRetires(t *testing.T) {
 	require.ErrorIs(t, err, io.EOF)
 	require.Eventually(t, func() bool { return len(p.client.Streams()) == 0 && len(p.server.Streams()) == 0 },
 		10*time.Second, 10*time.Millisecond)
-	assert.Zero(t, windowsReserved(p.server.Stats()))
-	assert.Zero(t, windowsReserved(p.client.Stats()))
+	assert.Zero(t, p.server.Stats().WindowBytes())
+	assert.Zero(t, p.client.Stats().WindowBytes())
 	_, err = s.Read(make([]byte, 1))
 	require.ErrorIs(t, err, ErrClosed)
 }
@@ -369,15 +369,9 @@ func TestShutdownDeliversEverything(t *testing.T) {
 	}
 }
 
-// windowsReserved is the part of the session budget the streams' windows
-// hold: all of it but the codecs' memory.
 // withOverhead is a session budget that holds windows bytes of windows
 // for streams streams, besides the session's and the streams' fixed
 // memory.
 func withOverhead(windows uint64, streams int) uint64 {
 	return SessionOverhead + windows + uint64(streams)*StreamOverhead
-}
-
-func windowsReserved(st SessionStats) uint64 {
-	return st.BudgetUsed - st.Compression.CodecMemory - st.Overhead
 }

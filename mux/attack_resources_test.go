@@ -418,7 +418,7 @@ func TestAttackTinyDataFrames(t *testing.T) {
 	st := s.Stats()
 	require.Equal(t, uint64(iw), st.Buffered)
 	require.Equal(t, uint64(iw), st.Reserved)
-	require.Equal(t, uint64(iw), windowsReserved(p.sess.Stats()))
+	require.Equal(t, uint64(iw), p.sess.Stats().WindowBytes())
 	require.NoError(t, p.sess.Err())
 
 	// Every byte is there, in order.

@@ -258,6 +258,12 @@ type SessionStats struct {
 	PriorityRefusals uint64
 }
 
+// WindowBytes is the part of BudgetUsed that the streams' receive windows
+// hold: BudgetUsed less the codecs' memory and Overhead.
+func (st SessionStats) WindowBytes() uint64 {
+	return st.BudgetUsed - st.Compression.CodecMemory - st.Overhead
+}
+
 // IsAbuseCode reports whether code is one a session closes a misbehaving
 // peer with: PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR,
 // STREAM_LIMIT_ERROR, SETTINGS_ERROR or ENHANCE_YOUR_CALM.
