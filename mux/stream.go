@@ -63,6 +63,9 @@ type Stream struct {
 	// (wakeWriter): made by the first Read or Write that waits (see
 	// readyChan), so that a stream nobody waits on has none.
 	readReady, writeReady atomic.Pointer[chan struct{}]
+	// The buffer a waiting Read lent the lane reader (stream_direct.go):
+	// nil until a Read first lends one.
+	direct atomic.Pointer[directRead]
 
 	writeMu sync.Mutex // one Write or CloseWrite at a time
 	laneMu  sync.Mutex // one writer on the lane at a time; see flushControl

@@ -5,157 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/bpmux/bp/codec"
 	"github.com/bpmux/bp/framing"
 	"github.com/bpmux/bp/transport"
-	"github.com/bpmux/bp/window"
 )
 
-// This file is the stream's receiving direction: Read, and the lane
-// reader, which owns the lane's receiving half and applies every frame
-// the peer sends on it.
-
-// Read reads data the peer sent. Each byte read returns credit to the peer.
-// It returns io.EOF after the peer's CloseWrite and all data are read.
-func (s *Stream) Read(p []byte) (int, error) {
-	for {
-		if s.readDeadline.expired() {
-			return 0, os.ErrDeadlineExceeded
-		}
-		s.mu.Lock()
-		if s.buf.len() > 0 && !s.readClosed {
-			var out eventBuf
-			n := s.consumeLocked(p, &out)
-			s.mu.Unlock()
-			s.flushControl()
-			out.emit(s.sess)
-			return n, nil
-		}
-		err := s.readErrLocked()
-		if err == io.EOF {
-			s.lc.readEOF() // the final update reports everything consumed
-		}
-		var ready chan struct{}
-		if err == nil && len(p) > 0 {
-			ready = readyChan(&s.readReady) // made under s.mu: see readyChan
-		}
-		s.mu.Unlock()
-		if err != nil {
-			s.flushControl()
-			s.maybeRemove()
-			return 0, err
-		}
-		if len(p) == 0 {
-			return 0, nil
-		}
-		select {
-		case <-ready:
-		case <-s.readDeadline.wait():
-		case <-s.sess.done:
-		}
-	}
-}
-
-// readErrLocked says why there is nothing to read, or nil to wait.
-func (s *Stream) readErrLocked() error {
-	switch {
-	case s.readClosed:
-		return ErrClosed
-	case s.lc.recv == recvResetRecvd:
-		return &StreamError{StreamID: s.id, Code: s.peerReset, Remote: true, After: s.peerRetryAfter}
-	case s.lc.recv == recvDataRecvd:
-		return io.EOF
-	case s.sess.isClosed():
-		return s.sess.err()
-	}
-	return nil
-}
-
-// consumeLocked copies buffered data into p, returning credit.
-func (s *Stream) consumeLocked(p []byte, out *eventBuf) int {
-	n := s.buf.read(p)
-	if s.buf.len() == 0 && s.buf.cap() <= smallRing && !s.filling {
-		// A small buffer is cheaper to make again than to keep: a stream
-		// that carries messages now and then holds no memory in between.
-		s.buf.drop()
-		s.recv.SetBufferCap(0)
-	}
-	now := s.sess.cfg.Now()
-	s.lastActive = now
-	s.stats.BytesConsumed += uint64(n)
-	s.sess.obs.consumed.Add(uint64(n))
-	s.recv.SetRTT(s.sess.rtt())
-	oldWindow, oldCounts := s.recv.Window(), s.recv.Counts()
-	_, grant := s.recv.OnConsumed(uint64(n), now)
-	if grant {
-		s.grantedLocked(now, out)
-	}
-	if s.sess.thresholds {
-		s.checkLevelLocked(MetricUnread, s.recv.Buffered(), now, out)
-	}
-	if s.sess.hooked {
-		ev := s.eventInto(out, EventConsumed, now)
-		ev.Value = uint64(n)
-	}
-	s.windowChangedLocked(oldWindow, oldCounts, now, out)
-	return n
-}
-
-// grantedLocked notes a grant the receiver just made: a WINDOW_UPDATE is
-// due, and the peer's stall (if this side's reader held it) is over.
-func (s *Stream) grantedLocked(now time.Time, out *eventBuf) {
-	s.pendUpdate = true
-	if o := s.observing(); o.updateDueAt.IsZero() {
-		o.updateDueAt = now
-	}
-	s.endUnreadStallLocked(now, out)
-}
-
-// windowChangedLocked records what the window policy did since the
-// receiver had window oldWindow and counts before: a new size, a refusal
-// by the budget.
-func (s *Stream) windowChangedLocked(oldWindow uint64, before window.Counts, now time.Time, out *eventBuf) {
-	after := s.recv.Counts()
-	if after == before && s.recv.Window() == oldWindow {
-		return
-	}
-	s.sess.windowCounted(before, after)
-	if !s.sess.hooked {
-		return
-	}
-	if s.recv.Window() != oldWindow {
-		s.eventInto(out, EventWindowResized, now)
-	}
-	if after.Refusals != before.Refusals {
-		ev := s.eventInto(out, EventBudgetRefused, now)
-		ev.Value = after.Refused
-	}
-}
-
-// discardLocked throws away unread data, returning its memory. A stall
-// the unread data held ends here; nobody will read (its event is not
-// reported: the stream's end is).
-func (s *Stream) discardLocked() {
-	if s.obs.unread() {
-		var out eventBuf // dropped: the callers report the stream's end instead
-		s.endUnreadStallLocked(s.sess.cfg.Now(), &out)
-	}
-	if s.recv == nil {
-		return
-	}
-	if n := s.buf.len(); n > 0 {
-		s.recv.OnConsumed(uint64(n), s.sess.cfg.Now()) // no update: the stream is done reading
-		s.pendUpdate = false
-		s.buf.skip(n)
-	}
-	if !s.filling { // else the lane reader drops it when its fill ends
-		s.buf.drop()
-		s.recv.SetBufferCap(0)
-	}
-}
+// This file is the stream's receiving direction as the lane reader sees
+// it: the lane reader owns the lane's receiving half and applies every
+// frame the peer sends on it. The application's side, Read, is in
+// stream_consume.go; the direct path between the two in stream_direct.go.
 
 // laneReader is the body of the stream's lane-reader goroutine: it owns
 // the receiving half of the lane and ends when the peer closes it or the
@@ -210,14 +70,21 @@ func (s *Stream) laneReader(br *bufio.Reader, first *framing.Header) {
 // place d says, and commits it: true to go on, false if the lane or the
 // session ended.
 func (s *Stream) fillData(br *bufio.Reader, d *dataFill) bool {
-	var err error
-	for off := 0; off < d.n && err == nil; {
-		p1, p2 := s.fillRegion(off, d.n-off)
-		if _, err = io.ReadFull(br, p1); err == nil && len(p2) > 0 {
-			_, err = io.ReadFull(br, p2)
+	for {
+		if d.direct {
+			if done, ok := s.fillDirect(br, d); done {
+				return ok
+			}
 		}
-		off += len(p1) + len(p2)
+		if err := s.fillRing(br, d); err != nil || !d.direct {
+			return s.endFill(d, err)
+		}
 	}
+}
+
+// endFill ends the DATA frame fillData read (err says why not all of it):
+// true to go on, false if the lane or the session ended.
+func (s *Stream) endFill(d *dataFill, err error) bool {
 	if err := s.dataEnd(d, midFrame(err)); err != nil {
 		s.laneReadEnded(err)
 		return false
@@ -411,6 +278,8 @@ func (s *Stream) laneReadFailed(le *transport.LaneError) {
 type dataFill struct {
 	n, skip int
 	fin     bool
+	direct  bool           // the payload goes first into the buffer a Read lent (stream_direct.go)
+	got     int            // payload bytes already in that buffer
 	paced   bool           // held has waited its turn
 	held    framing.Header // the frame that waits
 	wait    time.Duration  // how long
@@ -498,15 +367,23 @@ func (s *Stream) dataBegin(br *bufio.Reader, h framing.Header, opening bool, d *
 		}
 		return ch, nil
 	}
+	d.n = n
+	s.filling = true
+	if d.direct = ch.codec == codec.None && s.claimLocked(); !d.direct {
+		s.makeRoomLocked(n)
+	}
+	s.mu.Unlock()
+	return ch, nil
+}
+
+// makeRoomLocked grows the stream's buffer, if need be, so that n more
+// bytes fit.
+func (s *Stream) makeRoomLocked(n int) {
 	if need := s.buf.len() + n; need > s.buf.cap() {
 		limit := int(max(s.recv.Window(), s.recv.BufferSize()))
 		s.buf.grow(s.buf.nextCap(need, limit))
 		s.recv.SetBufferCap(uint64(s.buf.cap()))
 	}
-	d.n = n
-	s.filling = true
-	s.mu.Unlock()
-	return ch, nil
 }
 
 // dataEnd commits the payload of the DATA frame dataBegin began, which

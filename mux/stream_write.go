@@ -160,7 +160,12 @@ func (s *Stream) waitCreditLocked(out *eventBuf) {
 func (s *Stream) wakeWriter() { signalReady(&s.writeReady) }
 
 // wakeReader wakes a Read waiting for data.
-func (s *Stream) wakeReader() { signalReady(&s.readReady) }
+func (s *Stream) wakeReader() {
+	signalReady(&s.readReady)
+	if dr := s.direct.Load(); dr != nil {
+		signal(dr.wake)
+	}
+}
 
 // blockLocked queues BLOCKED for a writer out of credit, once per limit.
 func (s *Stream) blockLocked() {

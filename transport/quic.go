@@ -490,6 +490,7 @@ func (l quicLane) Write(p []byte) (int, error) {
 
 func (l quicLane) CloseWrite() error                  { return l.s.Close() }
 func (l quicLane) SetWriteDeadline(t time.Time) error { return l.s.SetWriteDeadline(t) }
+func (l quicLane) SetReadDeadline(t time.Time) error  { return l.s.SetReadDeadline(t) }
 func (l quicLane) CancelWrite(code uint64)            { l.s.CancelWrite(quic.StreamErrorCode(code)) }
 func (l quicLane) CancelRead(code uint64)             { l.s.CancelRead(quic.StreamErrorCode(code)) }
 
@@ -531,7 +532,7 @@ func convertError(err error) error {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && !isConnError(err) {
-		return fmt.Errorf("transport: lane write: %w", os.ErrDeadlineExceeded)
+		return fmt.Errorf("transport: lane: %w", os.ErrDeadlineExceeded)
 	}
 	var appErr *quic.ApplicationError
 	if errors.As(err, &appErr) {

@@ -92,6 +92,17 @@ type Lane interface {
 	CancelRead(code uint64)
 }
 
+// ReadDeadliner is implemented by lanes whose Read can be cut short: once
+// the deadline t passes, a Read returns what it has read with an error
+// matching os.ErrDeadlineExceeded, and the lane reads on as before once
+// the deadline is cleared (zero). The quic-go binding implements it;
+// package mux uses it to read a DATA payload straight into the buffer of a
+// waiting Read, and to give that Read its buffer back when its own
+// deadline passes first.
+type ReadDeadliner interface {
+	SetReadDeadline(t time.Time) error
+}
+
 // Listener accepts connections.
 type Listener interface {
 	// Accept waits for the next connection.
