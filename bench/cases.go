@@ -42,8 +42,8 @@ func (t *timing) setReps(n int) {
 }
 
 var fullTiming = timing{
-	reps: 7, reps8: 6, tcpReps: 5, rttReps: 2, holReps: 4, lossReps: 2,
-	stallReps: 2, resumeReps: 2, memReps: 2, idleReps: 2,
+	reps: 9, reps8: 8, tcpReps: 5, rttReps: 2, holReps: 3, lossReps: 2,
+	stallReps: 2, resumeReps: 2, memReps: 4, idleReps: 2,
 	warm: 400 * time.Millisecond, measure: 1200 * time.Millisecond,
 	rttRun: 3 * time.Second, rttSkip: time.Second, rttFinal: time.Second,
 	holWarm: 500 * time.Millisecond, holRun: 8 * time.Second, lossRun: 5 * time.Second,

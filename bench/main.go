@@ -171,7 +171,7 @@ func run() error {
 	jsonOut := flag.String("json-out", "", "also write the JSON lines to this file (with the table on stdout)")
 	caseList := flag.String("cases", "", "comma-separated cases to run (default all)")
 	implList := flag.String("impls", "", "comma-separated implementations (default all)")
-	reps := flag.Int("reps", 0, "repetitions per case (default 5, 1 with -quick; rtt cases fewer)")
+	reps := flag.Int("reps", 0, "repetitions of every case (default: 2 to 9 by case; 1 with -quick)")
 	verbose := flag.Bool("v", false, "print every repetition's results and notes to stderr as they come")
 	cpuProf := flag.String("cpuprofile", "", "write a CPU profile of the client to this file, and of each server process to file.server.N")
 	memProf := flag.String("memprofile", "", "write an allocation profile (client, and file.server.N); server processes also write their heap at each memory reading to file.server.N.memK")
