@@ -28,7 +28,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 				continue
 			}
 			lent = false
-			if n > 0 {
+			if n > 0 && !s.readClosed { // closed meanwhile: dropped, as the ring's would be
 				s.mu.Unlock()
 				s.flushControl()
 				return n, nil
