@@ -15,9 +15,10 @@ import (
 // This file is the receiving direction's direct path. A Read that finds
 // nothing to read lends its buffer to the lane reader, which reads the
 // next plain DATA payload straight from the lane into it, instead of into
-// the stream's buffer (ring) for the Read to copy out again: one copy of
-// every byte fewer, which is what a bulk reader spends most of its time
-// waiting on anyway.
+// the stream's buffer (ring) for the Read to copy out again: one copy
+// fewer of every byte it carries. A bulk reader waits most of the time,
+// so most of its bytes can take it once the lane reader lets the woken
+// Read lend its buffer again before the next frame (directEnd).
 //
 // The lane reader may block inside the payload (the peer sent the
 // header, the rest is still on its way), holding the buffer. The Read
@@ -35,7 +36,8 @@ import (
 
 // directRead is the buffer a waiting Read lent the lane reader. It is
 // made by the first Read that lends one and kept, so that wakeReader can
-// reach its channel without the lock. Its fields are guarded by s.mu.
+// reach its channel without the lock. Its fields but offered are guarded
+// by s.mu.
 type directRead struct {
 	wake chan struct{} // wakes the Read that lent buf (wakeReader signals it too)
 	// offered is set while buf may be claimed, for the lane reader to
