@@ -277,9 +277,9 @@ func (s *Stream) laneReadFailed(le *transport.LaneError) {
 // small because laneReader holds it in the frame it parks in.
 type dataFill struct {
 	n, skip int
+	got     int // payload bytes already in the buffer a Read lent
 	fin     bool
-	direct  bool           // the payload goes first into the buffer a Read lent (stream_direct.go)
-	got     int            // payload bytes already in that buffer
+	direct  bool           // the payload goes first into that buffer (stream_direct.go)
 	paced   bool           // held has waited its turn
 	held    framing.Header // the frame that waits
 	wait    time.Duration  // how long
