@@ -569,6 +569,7 @@ func (sess *Session) isPeerID(id uint64) bool { return (id%2 == 1) != sess.clien
 
 // Stats returns a snapshot of the session's counters.
 func (sess *Session) Stats() SessionStats {
+	rateRefused := sess.obs.rateRefused.Load() // before StreamsRefused: see serveLane
 	sess.mu.Lock()
 	n, queued := len(sess.streams), len(sess.acceptQ)
 	sess.mu.Unlock()
@@ -592,6 +593,7 @@ func (sess *Session) Stats() SessionStats {
 		PingsReceived:    sess.stats.pingsRecvd.Load(),
 	}
 	sess.fillObserved(&st)
+	st.StreamsRateRefused = rateRefused
 	sess.fillCompression(&st)
 	return st
 }

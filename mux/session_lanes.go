@@ -94,6 +94,12 @@ func (sess *Session) serveLane(lane transport.Lane) {
 			})
 		}
 		sess.refuse(lane, h.StreamID, why.retryAfter)
+		if why.rate {
+			// Counted after refuse counts it in StreamsRefused, and read
+			// before it (Stats): no snapshot has more rate refusals than
+			// refusals.
+			sess.obs.rateRefused.Add(1)
+		}
 		return
 	}
 	s.emitLifecycle(EventStreamOpened, 0, true)
@@ -106,6 +112,7 @@ func (sess *Session) serveLane(lane transport.Lane) {
 // refusal says why admit refused a stream.
 type refusal struct {
 	noBudget   bool          // the session budget could not hold its floor
+	rate       bool          // over the admission rate
 	retryAfter time.Duration // over the admission rate: when a token is due
 }
 
@@ -127,8 +134,7 @@ func (sess *Session) admit(id uint64, lane transport.Lane) (_ *Stream, _ refusal
 		return nil, refusal{}, nil
 	}
 	if ok, wait := sess.admission.admit(sess.cfg.Now()); !ok {
-		sess.obs.rateRefused.Add(1)
-		return nil, refusal{retryAfter: wait}, nil
+		return nil, refusal{rate: true, retryAfter: wait}, nil
 	}
 	recv, err := sess.newReceiver()
 	if err != nil {

@@ -174,7 +174,6 @@ func (sess *Session) fillObserved(st *SessionStats) {
 	st.BudgetRefusals = sess.obs.refusals.Load()
 	st.ThresholdWarnings = sess.obs.warnings.Load()
 	st.ThresholdCriticals = sess.obs.criticals.Load()
-	st.StreamsRateRefused = sess.obs.rateRefused.Load()
 	st.PriorityRefusals = sess.obs.priorityRefusals.Load()
 	st.OpensFailedFast = sess.obs.overloaded.Load()
 	if sess.breaker != nil {
