@@ -259,9 +259,16 @@ type SessionStats struct {
 }
 
 // WindowBytes is the part of BudgetUsed that the streams' receive windows
-// hold: BudgetUsed less the codecs' memory and Overhead.
+// hold: BudgetUsed less the codecs' memory and Overhead. Stats reads the
+// three one after the other, so a stream or codec made or released in
+// between can make them disagree for a moment: WindowBytes is then 0, not
+// a wrapped-around difference.
 func (st SessionStats) WindowBytes() uint64 {
-	return st.BudgetUsed - st.Compression.CodecMemory - st.Overhead
+	other := st.Compression.CodecMemory + st.Overhead
+	if st.BudgetUsed < other {
+		return 0
+	}
+	return st.BudgetUsed - other
 }
 
 // IsAbuseCode reports whether code is one a session closes a misbehaving

@@ -42,3 +42,21 @@ func TestStreamCountersSnapshot(t *testing.T) {
 	assert.Zero(t, (&streamCounters{}).snapshot().SignalLatency.Count, "no histograms until the first observation")
 	t.Logf("Stream is %d bytes, its counters %d", unsafe.Sizeof(Stream{}), unsafe.Sizeof(c))
 }
+
+// TestWindowBytes: the windows' share of the budget is what the codecs and
+// the fixed memory leave of it, and 0 when a snapshot caught them
+// disagreeing (a stream released between the reads), never a wrap-around.
+func TestWindowBytes(t *testing.T) {
+	for _, tc := range []struct {
+		used, codec, overhead, want uint64
+	}{
+		{used: 1000, codec: 100, overhead: 300, want: 600},
+		{used: 400, codec: 100, overhead: 300, want: 0},
+		{used: 300, codec: 0, overhead: 300 + StreamOverhead, want: 0},
+		{used: 0, codec: 0, overhead: 0, want: 0},
+	} {
+		st := SessionStats{BudgetUsed: tc.used, Overhead: tc.overhead}
+		st.Compression.CodecMemory = tc.codec
+		assert.Equal(t, tc.want, st.WindowBytes(), "%+v", tc)
+	}
+}
