@@ -52,6 +52,7 @@ type directRead struct {
 	interrupted bool   // the Read cut the lane's read short; directEnd clears the deadline
 
 	delivered uint64 // bytes read straight into lent buffers, ever (for tests)
+	cuts      uint64 // claimed reads a Read cut short, ever (for tests)
 }
 
 // interruptedRead is the lane read deadline that cuts a claimed read
@@ -213,6 +214,7 @@ func (s *Stream) directEnd(d *dataFill, m int, err error) error {
 	dr := s.direct.Load()
 	if dr.interrupted {
 		dr.interrupted = false
+		dr.cuts++
 		_ = s.lane.(transport.ReadDeadliner).SetReadDeadline(time.Time{})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			err = nil // the Read cut it short: the rest goes to the ring
